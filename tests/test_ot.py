@@ -1,0 +1,219 @@
+"""Discrete OT between uniform clouds: exact assignment against brute force, Sinkhorn, paired."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from scipy.optimize import linear_sum_assignment
+
+from lightning_complexity.functional.ot import (
+    _certified_assignment,
+    _screened_assignment,
+    exact_assignment,
+    exact_ot_cost,
+    paired_cost,
+    sinkhorn_ot_cost,
+    squared_distances,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_torch_thread():
+    """One intra-op thread for this module: on a small shared CPU, multi-threaded tiny kernels
+    wait on busy cores (measured 25× slower under load); the results do not depend on it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def brute_force_cost(a: torch.Tensor, b: torch.Tensor) -> float:
+    """(1/n) min over all n! permutations of Σ ‖a_i − b_σ(i)‖², one problem (n, d)."""
+    cost = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    n = a.shape[0]
+    best = min(sum(cost[i, p[i]].item() for i in range(n)) for p in itertools.permutations(range(n)))
+    return best / n
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 7])
+@pytest.mark.parametrize("n", [2, 5, 6])
+def test_exact_cost_equals_brute_force_permutation_search(n: int, d: int) -> None:
+    g = torch.Generator().manual_seed(100 * n + d)
+    a = torch.randn(3, n, d, generator=g, dtype=torch.float64)
+    b = torch.randn(3, n, d, generator=g, dtype=torch.float64) * 2 + 0.5
+    got = exact_ot_cost(a, b)
+    expected = torch.tensor([brute_force_cost(a[k], b[k]) for k in range(3)], dtype=torch.float64)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_exact_assignment_is_a_permutation_that_attains_the_cost() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 50, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(4, 50, 3, generator=g, dtype=torch.float64)
+    permutation = exact_assignment(a, b)
+    assert permutation.shape == (4, 50) and permutation.dtype == torch.long
+    assert torch.equal(permutation.sort(dim=-1).values, torch.arange(50).expand(4, 50))
+    matched = torch.stack([b[k, permutation[k]] for k in range(4)])
+    torch.testing.assert_close(exact_ot_cost(a, b), (a - matched).square().sum(-1).mean(-1))
+
+
+def test_certificate_recognises_nearest_neighbour_permutations() -> None:
+    # Row minima on a permutation → that permutation.
+    by_rows = torch.tensor([[[5.0, 0.0, 9.0], [9.0, 9.0, 1.0], [2.0, 8.0, 8.0]]], dtype=torch.float64)
+    permutation, certified = _certified_assignment(by_rows)
+    assert certified.tolist() == [True] and permutation.tolist() == [[1, 2, 0]]
+    # Row minima (1, 2, 2) collide, column minima (rows 2, 0, 1) do not → σ = [1, 2, 0], cost 7,
+    # the brute-force optimum of this matrix.
+    by_columns = torch.tensor([[[5.0, 1.0, 3.0], [6.0, 7.0, 2.0], [4.0, 8.0, 2.5]]], dtype=torch.float64)
+    permutation, certified = _certified_assignment(by_columns)
+    assert certified.tolist() == [True] and permutation.tolist() == [[1, 2, 0]]
+    brute = min(sum(by_columns[0, i, p[i]].item() for i in range(3)) for p in itertools.permutations(range(3)))
+    assert brute == 7.0
+    neither = torch.tensor([[[0.0, 1.0], [0.0, 1.0]]], dtype=torch.float64)
+    assert _certified_assignment(neither)[1].tolist() == [False]
+
+
+@pytest.mark.parametrize("noise", [0.05, 0.5, 3.0])
+def test_exact_assignment_cost_equals_scipy_whatever_the_path(noise: float) -> None:
+    # Small noise: every site is certified on the device; large noise: all go to the solver.
+    g = torch.Generator().manual_seed(int(noise * 100))
+    a = torch.randn(4, 200, 24, generator=g, dtype=torch.float64)
+    b = a + noise * torch.randn(4, 200, 24, generator=g, dtype=torch.float64)
+    cost = squared_distances(a, b)
+    expected = []
+    for k in range(4):
+        rows, cols = linear_sum_assignment(cost[k].numpy())
+        expected.append(cost[k].numpy()[rows, cols].mean())
+    torch.testing.assert_close(exact_ot_cost(a, b), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    certified = _certified_assignment(cost)[1]
+    assert bool(certified.all()) if noise == 0.05 else True
+    assert not bool(certified.any()) if noise == 3.0 else True
+
+
+def test_float32_screen_refuses_near_ties() -> None:
+    # Two targets 1e-9 apart: float32 cannot tell which is nearer, so the screen must not certify,
+    # and the float64 path must still return the exact optimum.
+    g = torch.Generator().manual_seed(9)
+    a = torch.randn(1, 64, 32, generator=g, dtype=torch.float64)
+    b = a.clone()
+    b[0, 1] = b[0, 0] + 1e-9  # points 0 and 1 of b nearly coincide ...
+    a[0, 1] = a[0, 0] + 2e-9  # ... and so do points 0 and 1 of a
+    assert _screened_assignment(a, b)[1].tolist() == [False]
+    cost = squared_distances(a, b)[0].numpy()
+    _, cols = linear_sum_assignment(cost)
+    scipy_cost = (a[0] - b[0, torch.from_numpy(cols)]).square().sum(-1).mean().item()
+    # Equal up to the expanded matrix's cancellation (~1e-15 here); ours is the identity, 5e-19.
+    assert 0.0 <= exact_ot_cost(a, b).item() <= scipy_cost + 1e-15
+
+
+def test_float32_screen_is_off_under_reduced_matmul_precision() -> None:
+    g = torch.Generator().manual_seed(10)
+    a = torch.randn(2, 64, 256, generator=g, dtype=torch.float64)
+    b = a + 0.01 * torch.randn(2, 64, 256, generator=g, dtype=torch.float64)
+    assert _screened_assignment(a, b)[1].all()
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")  # bf16 allowed: the bound is useless, no screen
+        assert not _screened_assignment(a, b)[1].any()
+        torch.testing.assert_close(exact_ot_cost(a, b), paired_cost(a, b))  # float64 path, same answer
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def test_one_dimensional_sort_matches_assignment_solver() -> None:
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(2, 300, 1, generator=g, dtype=torch.float64)
+    b = torch.randn(2, 300, 1, generator=g, dtype=torch.float64).exp()
+    sorted_cost = exact_ot_cost(a, b)
+    # The same problem embedded in 2-D (a zero second coordinate) goes through the solver.
+    padded = exact_ot_cost(torch.cat([a, torch.zeros_like(a)], -1), torch.cat([b, torch.zeros_like(b)], -1))
+    torch.testing.assert_close(sorted_cost, padded, rtol=1e-12, atol=1e-12)
+
+
+def test_threads_and_chunks_do_not_change_the_result() -> None:
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(5, 64, 4, generator=g, dtype=torch.float64)
+    b = torch.randn(5, 64, 4, generator=g, dtype=torch.float64)
+    reference = exact_ot_cost(a, b, num_threads=1)
+    chunked = exact_ot_cost(a, b, num_threads=3, max_chunk_bytes=8 * 64 * 64 * 2)  # 2 problems per chunk
+    torch.testing.assert_close(chunked, reference, rtol=0, atol=0)
+
+
+def test_paired_cost_is_an_upper_bound_and_exact_for_an_ordered_match() -> None:
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(3, 40, 2, generator=g, dtype=torch.float64)
+    b = torch.randn(3, 40, 2, generator=g, dtype=torch.float64)
+    assert bool((paired_cost(a, b) >= exact_ot_cost(a, b) - 1e-12).all())
+    # A small perturbation of the same points: identity is optimal, both agree.
+    torch.testing.assert_close(paired_cost(a, a + 1e-3), exact_ot_cost(a, a + 1e-3))
+
+
+def test_squared_distances_match_cdist() -> None:
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(2, 30, 5, generator=g, dtype=torch.float64)
+    b = torch.randn(2, 20, 5, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(squared_distances(a, b), torch.cdist(a, b) ** 2, rtol=1e-10, atol=1e-10)
+
+
+def test_sinkhorn_converges_to_exact_on_well_separated_clouds() -> None:
+    # High-dimensional clouds: the optimal match is far cheaper than any other, so the entropic
+    # plan at ε = 1% of the mean cost is a permutation to machine precision.
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(3, 128, 64, generator=g, dtype=torch.float64)
+    b = a[:, torch.randperm(128, generator=g)] + 0.1 * torch.randn(3, 128, 64, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(sinkhorn_ot_cost(a, b), exact_ot_cost(a, b), rtol=1e-9, atol=1e-12)
+
+
+def test_sinkhorn_is_close_to_but_above_exact_in_low_dimension() -> None:
+    # In 2-D many matches nearly tie: the entropic plan spreads mass and its cost ⟨P, C⟩ exceeds
+    # the exact optimum (measured: about 1e-2 relative here); a smaller ε tightens it.
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(2, 128, 2, generator=g, dtype=torch.float64)
+    b = torch.randn(2, 128, 2, generator=g, dtype=torch.float64)
+    exact = exact_ot_cost(a, b)
+    loose = sinkhorn_ot_cost(a, b)
+    tight = sinkhorn_ot_cost(a, b, epsilon_scale=1e-3, iterations=1000)
+    assert bool((loose >= exact * (1 - 1e-6)).all())
+    assert bool(((loose - exact) / exact < 0.2).all())
+    assert bool(((tight - exact).abs() < (loose - exact).abs()).all())
+
+
+def test_sinkhorn_chunks_do_not_change_the_result() -> None:
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(3, 32, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(3, 32, 3, generator=g, dtype=torch.float64)
+    whole = sinkhorn_ot_cost(a, b, iterations=50)
+    pieces = sinkhorn_ot_cost(a, b, iterations=50, max_chunk_bytes=3 * 8 * 32 * 32)
+    torch.testing.assert_close(pieces, whole, rtol=1e-12, atol=1e-14)
+
+
+def test_identical_clouds_cost_zero_for_exact_and_paired() -> None:
+    a = torch.randn(2, 16, 3, dtype=torch.float64)
+    a_shuffled = a[:, torch.randperm(16)]
+    assert exact_ot_cost(a, a_shuffled).abs().max().item() == 0.0
+    assert paired_cost(a, a).abs().max().item() == 0.0
+
+
+def test_outputs_are_float64_and_shapes_checked() -> None:
+    a = torch.randn(2, 8, 3)
+    assert exact_ot_cost(a, a).dtype == torch.float64
+    with pytest.raises(ValueError, match=r"a: \(2, 8, 3\) and b: \(2, 9, 3\)"):
+        exact_ot_cost(a, torch.randn(2, 9, 3))
+    with pytest.raises(ValueError, match=r"shape \(b, n, d\)"):
+        paired_cost(torch.randn(8, 3), torch.randn(8, 3))
+
+
+def test_sinkhorn_epsilon_scale_is_relative_to_mean_cost() -> None:
+    # Scaling both clouds by c scales the cost by c² and leaves the plan unchanged.
+    g = torch.Generator().manual_seed(8)
+    a = torch.randn(1, 40, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(1, 40, 3, generator=g, dtype=torch.float64)
+    scale = 7.0
+    torch.testing.assert_close(
+        sinkhorn_ot_cost(scale * a, scale * b, iterations=100), scale**2 * sinkhorn_ot_cost(a, b, iterations=100)
+    )
+    assert math.isfinite(sinkhorn_ot_cost(a, b, epsilon_scale=1e-4, iterations=20).item())
