@@ -192,8 +192,11 @@ def _r2(residual_ss: float, total_ss: float) -> float:
 def _fit_log_log(times: np.ndarray, values: np.ndarray) -> PowerLawFit:
     """Ordinary least squares of ``ln y`` on ``ln t`` with the slope's t-interval."""
     log_t, log_y = np.log(times), np.log(values)
-    centred_t = log_t - log_t.mean()
-    centred_y = log_y - log_y.mean()
+    # Centre relative to the first point: a constant series then centres to exact zeros. The plain
+    # mean of n equal logs is off by an ulp, which gave all-equal times a (meaningless) slope with
+    # a confidence interval instead of NaN, and a constant y an R² of 0 instead of NaN.
+    centred_t = (log_t - log_t[0]) - (log_t - log_t[0]).mean()
+    centred_y = (log_y - log_y[0]) - (log_y - log_y[0]).mean()
     sxx = float(centred_t @ centred_t)
     if not sxx > 0:  # all times equal: the slope is undefined
         return _failed(times.size, "power_law")

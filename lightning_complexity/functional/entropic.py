@@ -69,6 +69,7 @@ from numbers import Integral, Real
 import torch
 from torch import Tensor
 
+from lightning_complexity.functional.dimension import _normalise_scale
 from lightning_complexity.functional.linalg import as_batched
 
 __all__ = ["EntropicComplexityResult", "entropic_complexity"]
@@ -172,7 +173,12 @@ def entropic_complexity(
     points_per_cluster = _POINTS_PER_COEFFICIENT * (r + 1)
     usable = [i for i, k in enumerate(ks.tolist()) if k * points_per_cluster <= n_train]
     if n_holdout >= 2 and d_in > 0 and d_out > 0 and usable and batch > 0:
-        # One reduction per tensor: a float64 sum is finite iff every term is (inputs ≤ 1e300).
+        # C_ε, e(k) and H(k) do not depend on the scale of x or of y (PCA, k-means, the relative
+        # ridge and SSE/SST are scale-free), so each site is brought to max |value| in [0.5, 1) by
+        # an exact power of two: float64 data beyond ~1e154 overflowed the Gram matrix (eigh
+        # raised) and data below ~1e-154 underflowed SSE and SST (|x| then scored 0, "affine").
+        xb, yb = _normalise_scale(xb), _normalise_scale(yb)
+        # One reduction per tensor: a float64 sum is finite iff every term is (|inputs| < 1 now).
         finite = xb.sum((1, 2)).isfinite() & yb.sum((1, 2)).isfinite()
         if not bool(finite.all()):
             # Zero out non-finite sites so they cannot break the batched eigh/solve; masked below.
