@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
@@ -22,13 +23,14 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from lightning_complexity.capture import ActivationCapture, SiteNeeds
+from lightning_complexity.distributed import gather_sites, shard_rows
 from lightning_complexity.errors import bad_argument
 from lightning_complexity.history import MetricHistory
 from lightning_complexity.measurement import SiteProblem, compute_metrics
 from lightning_complexity.probe import ProbeSet, default_batch_to_input, resolve_probe_loader
 from lightning_complexity.site_metrics import SiteMetric, resolve_metrics
 from lightning_complexity.sites import LayerSpec, describe_available, select_modules, validate_layer_spec
-from lightning_complexity.tensorboard import custom_scalars_layout, scalar_tag, tensorboard_writers
+from lightning_complexity.tensorboard import EPOCH_TAG, FIGURE_PREFIX, PREFIX, custom_scalars_layout, scalar_tag, tensorboard_writers
 
 __all__ = ["ComplexityMonitor"]
 
@@ -54,7 +56,7 @@ class ComplexityMonitor(Callback):
 
     Args:
         metrics: metric names or :class:`~lightning_complexity.site_metrics.SiteMetric` objects
-            (default: ``"effective_dimension"``).
+            (default: ``["affinity", "effective_dimension"]``).
         layers: which modules to watch: ``None`` (every activation module), a glob on dotted module
             names, a module type, a callable ``(name, module) -> bool``, or a list of these.
         probe: ``"val"`` (default; the train loader when there is no validation one), ``"train"``,
@@ -73,6 +75,16 @@ class ComplexityMonitor(Callback):
         seed: seed of the probe draw.
         export_path: if given, the history is written there at the end of fit (``.csv``, ``.json``
             or ``.parquet``).
+        log_figures: draw each metric's figures (e.g. the signature heatmap) into TensorBoard at
+            every measurement, and log-log power-law plots at the end of training.
+        power_law: fit ``y ≈ a·t^b`` to every curve with at least 4 points (t = completed epochs,
+            or steps when only ``every_n_steps`` is set) after each measurement and log
+            ``powerlaw/<metric>/<site>/exponent`` and ``.../r2``; the full table is
+            :meth:`MetricHistory.power_law_fits`.
+        power_law_window: ``(t_min, t_max)`` of the fits (default: all points).
+        layer_algebra: compute the data-free per-layer table (parameters, MACs, sizes, receptive
+            field, intrinsic power, layer complexity; SPEC §7) once at the start of fit, log it as
+            TensorBoard text and keep it in :attr:`layer_algebra` and the checkpoint.
 
     Raises:
         MisconfigurationException: for a bad argument (the message names it, the value, and what is
@@ -87,9 +99,11 @@ class ComplexityMonitor(Callback):
         monitor.history.to_dataframe()      # step, epoch, metric, site, value
 
     Logged metrics:
-        ``complexity/<metric>/<site>`` for every metric the configured families produce (for example
-        ``effective_dimension``, ``participation_ratio``, ``effective_dimension_ratio``), at the
-        trainer's global step. The ``epoch`` column of the history counts *completed* epochs (0 is
+        ``complexity/<metric>/<site>`` for every metric the configured families produce (by default
+        ``affinity``, ``effective_dimension``, ``participation_ratio``, ``effective_dimension_ratio``,
+        and the signature summaries ``affinity_signature`` at sites ``mean``, ``std``, ``min``,
+        ``max``, ``max_over_mean``), at the trainer's global step; ``complexity_meta/epoch`` holds the
+        completed epochs of each measurement. The ``epoch`` column of the history counts *completed* epochs (0 is
         the measurement at initialisation). With TensorBoard, one custom-scalars layout shows each
         metric's sites in one chart.
     """
@@ -109,6 +123,10 @@ class ComplexityMonitor(Callback):
         batch_to_input: Callable[[Any], Tensor] | None = None,
         seed: int = 0,
         export_path: str | Path | None = None,
+        log_figures: bool = True,
+        power_law: bool = True,
+        power_law_window: tuple[float | None, float | None] | None = None,
+        layer_algebra: bool = True,
     ) -> None:
         self.metrics = resolve_metrics(metrics)
         validate_layer_spec(layers)
@@ -142,6 +160,14 @@ class ComplexityMonitor(Callback):
         if export_path is not None and Path(export_path).suffix not in _EXPORT_SUFFIXES:
             raise bad_argument("export_path", export_path, f"None or a path ending in one of {_EXPORT_SUFFIXES}")
         self.export_path = None if export_path is None else Path(export_path)
+        self.log_figures = bool(log_figures)
+        self.power_law = bool(power_law)
+        if power_law_window is not None and not (isinstance(power_law_window, (tuple, list)) and len(power_law_window) == 2):
+            raise bad_argument("power_law_window", power_law_window, "None or a (t_min, t_max) pair (either may be None)")
+        self.power_law_window = None if power_law_window is None else tuple(power_law_window)
+        self.compute_layer_algebra = bool(layer_algebra)
+        #: the static per-layer table (SPEC §7) computed at the start of fit, or None.
+        self.layer_algebra: Any = None
 
         self.history = MetricHistory()
         #: metric name → the sites it watched at the last measurement, in forward order.
@@ -161,7 +187,10 @@ class ComplexityMonitor(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"version": 1, "history": self.history.state_dict()}
+        state: dict[str, Any] = {"version": 1, "history": self.history.state_dict()}
+        if self.layer_algebra is not None:
+            state["layer_algebra"] = self.layer_algebra.to_dataframe().to_dict(orient="list")
+        return state
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -173,6 +202,8 @@ class ComplexityMonitor(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         needs: dict[str, SiteNeeds] = {}
         for metric in self.metrics:
+            if metric.network_level:
+                continue
             spec = metric.layers if metric.layers is not None else self.layers
             modules = select_modules(pl_module, spec)
             if not modules:
@@ -221,6 +252,8 @@ class ComplexityMonitor(Callback):
     # ------------------------------------------------------------------ schedule
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.compute_layer_algebra and self.layer_algebra is None:
+            self._compute_layer_algebra(trainer, pl_module)
         if self.measure_at_start:
             self._measure(trainer, pl_module, epoch=trainer.current_epoch)
 
@@ -240,6 +273,24 @@ class ComplexityMonitor(Callback):
         # Fallback for loaders whose last batch could not be recognised (iterable datasets).
         if self._epoch_due(trainer.current_epoch + 1):
             self._measure(trainer, pl_module, epoch=trainer.current_epoch + 1)
+
+    def _compute_layer_algebra(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import warnings
+
+        from lightning_complexity.layer_algebra import layer_algebra
+
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.layer_algebra = layer_algebra(pl_module, self._probe.inputs[:1])
+            if caught:
+                self._warn_once(("layer_algebra", "network"), f"lightning_complexity: layer algebra: {caught[0].message}")
+        except Exception as error:  # noqa: BLE001 - a static table must never stop training
+            self._warn_once(("layer_algebra", "network"), f"lightning_complexity: the layer-algebra table could not be computed ({type(error).__name__}: {error}).")
+            return
+        if trainer.is_global_zero:
+            for writer in tensorboard_writers(trainer.loggers):
+                writer.add_text(f"{PREFIX}/layer_algebra", self.layer_algebra.to_markdown(max_rows=200), global_step=trainer.global_step)
 
     def _epoch_due(self, completed_epochs: int) -> bool:
         return self.every_n_epochs is not None and completed_epochs > 0 and completed_epochs % self.every_n_epochs == 0
@@ -263,31 +314,85 @@ class ComplexityMonitor(Callback):
         try:
             captured = self._run_probe(trainer, pl_module)
             self.sites = {
-                m.name: [site for site, data in captured.items() if data.module in self._modules_of[m.name]] for m in self.metrics
+                m.name: [s for s, data in captured.items() if data.module in self._modules_of[m.name] and m.applies_to(data)]
+                for m in self.metrics
+                if not m.network_level
             }
             result = compute_metrics(captured, self.metrics, self.sites)
+            self._compute_network_metrics(pl_module, result)
         except Exception as error:  # noqa: BLE001 - the monitor must never break the fit it watches
             self._warn_once(("*", "measurement"), f"lightning_complexity: measurement at step {step} failed and was skipped ({type(error).__name__}: {error}).")
             return
         for problem in result.problems + [SiteProblem("capture", s, r) for s, r in self._capture.errors.items()]:
             self._warn_once((problem.metric, problem.site), f"lightning_complexity: `{problem.metric}` is NaN at site `{problem.site}` from step {step}: {problem.reason}. Further problems at this site are not reported.")
         self.history.extend((step, epoch, metric, site, value) for (metric, site), value in result.values.items())
-        self._log(trainer, step, result.values)
+        self._log(trainer, step, epoch, result.values)
+        if self.power_law:
+            self._log_power_laws(trainer, step)
+
+    @property
+    def power_law_axis(self) -> str:
+        """The time axis of the fits: ``"epoch"``, or ``"step"`` when only steps are scheduled."""
+        return "epoch" if self.every_n_epochs or not self.every_n_steps else "step"
+
+    def _log_power_laws(self, trainer: pl.Trainer, step: int) -> None:
+        from lightning_complexity.powerlaw import fit_power_law
+
+        scalars = {}
+        for (metric, site), (t, y) in self.history.curves(self.power_law_axis).items():
+            if np.count_nonzero(t > 0) < 4:
+                continue  # SPEC §4: fit only with ≥ 4 points
+            fit = fit_power_law(t, y, window=self.power_law_window)
+            if np.isfinite(fit.exponent):
+                scalars[f"powerlaw/{metric}/{site}/exponent"] = fit.exponent
+                scalars[f"powerlaw/{metric}/{site}/r2"] = fit.r2
+        for logger in trainer.loggers if scalars else []:
+            logger.log_metrics(scalars, step=step)
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        writers = tensorboard_writers(trainer.loggers) if trainer.is_global_zero else []
+        if not (writers and self.log_figures and self.power_law):
+            return
+        from lightning_complexity.figures import power_law_figure
+
+        curves = self.history.curves(self.power_law_axis)
+        drawable = {m for (m, _), (t, y) in curves.items() if np.count_nonzero((t > 0) & (y > 0)) >= 4}
+        for metric in [m for m in self.history.metrics() if m in drawable]:
+            try:
+                figure = power_law_figure(self.history, metric, self.power_law_axis, self.power_law_window)
+                for writer in writers:
+                    writer.add_figure(f"{FIGURE_PREFIX}/powerlaw/{metric}", figure, global_step=trainer.global_step, close=False)
+            except Exception as error:  # noqa: BLE001 - a figure must never stop training
+                self._warn_once((metric, "<powerlaw figure>"), f"lightning_complexity: the power-law figure of `{metric}` failed ({type(error).__name__}: {error}).")
+
+    def _compute_network_metrics(self, pl_module: pl.LightningModule, result: Any) -> None:
+        for metric in (m for m in self.metrics if m.network_level):
+            try:
+                values = metric.compute_network(pl_module, self._probe.inputs)
+                host = torch.stack([values[name].to(torch.float64).reshape(()).cpu() for name in metric.produces]).tolist()
+            except Exception as error:  # noqa: BLE001 - a failing metric must not stop training
+                host = [float("nan")] * len(metric.produces)
+                result.problems.append(SiteProblem(metric.name, metric.site, f"{type(error).__name__}: {error}"))
+            result.values.update({(name, metric.site): value for name, value in zip(metric.produces, host)})
 
     def _run_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
         assert self._capture is not None and self._probe is not None
         modes = [(module, module.training) for module in pl_module.modules()]
         pl_module.eval()
         forward_context = getattr(trainer.precision_plugin, "forward_context", contextlib.nullcontext)
+        world_size, rank = trainer.world_size, trainer.global_rank
         try:
             with torch.no_grad(), self._capture.capturing(), forward_context():
-                for inputs in self._probe.to(pl_module.device).batches():
+                # Under DDP each rank runs its shard of the probe; the samples are gathered below.
+                for inputs in self._probe.to(pl_module.device).batches(shard_rows(len(self._probe), rank, world_size)):
                     self._capture.new_forward()
                     pl_module(inputs)
-            return self._capture.collect()
+            captured = self._capture.collect()
         finally:
             for module, training in modes:
                 module.training = training
+        return gather_sites(captured, trainer.strategy, len(self._probe), self._capture.maps_budget)
 
     def _warn_once(self, key: tuple[str, str], message: str) -> None:
         if key not in self._warned:
@@ -295,10 +400,11 @@ class ComplexityMonitor(Callback):
             rank_zero_warn(message)
 
     # ------------------------------------------------------------------ logging
-    def _log(self, trainer: pl.Trainer, step: int, values: dict[tuple[str, str], float]) -> None:
+    def _log(self, trainer: pl.Trainer, step: int, epoch: int, values: dict[tuple[str, str], float]) -> None:
         if not values:
             return
         scalars = {scalar_tag(metric, site): value for (metric, site), value in values.items()}
+        scalars[EPOCH_TAG] = float(epoch)  # lets a history be rebuilt from the logs alone
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)
         grown = False
@@ -307,9 +413,21 @@ class ComplexityMonitor(Callback):
             if site not in tags:
                 tags.append(site)
                 grown = True
-        if grown and trainer.is_global_zero:
-            for writer in tensorboard_writers(trainer.loggers):
-                writer.add_custom_scalars(custom_scalars_layout(self._layout_tags))
+        writers = tensorboard_writers(trainer.loggers) if trainer.is_global_zero else []
+        for writer in writers if grown else []:
+            writer.add_custom_scalars(custom_scalars_layout(self._layout_tags))
+        if writers and self.log_figures:
+            self._log_figures(writers, step)
+
+    def _log_figures(self, writers: list[Any], step: int) -> None:
+        for metric in self.metrics:
+            try:
+                figures = metric.figures(self.history)
+                for name, figure in figures.items():
+                    for writer in writers:
+                        writer.add_figure(f"{FIGURE_PREFIX}/{name}", figure, global_step=step, close=False)
+            except Exception as error:  # noqa: BLE001 - a figure must never stop training
+                self._warn_once((metric.name, "<figures>"), f"lightning_complexity: figures of `{metric.name}` failed ({type(error).__name__}: {error}); they are skipped.")
 
     # ------------------------------------------------------------------ export
     def export(self, path: str | Path) -> Path:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["DemoResult", "DigitsClassifier", "DigitsDataModule", "run_demo"]
+__all__ = ["DemoResult", "DigitsClassifier", "DigitsDataModule", "demo_metrics", "run_demo"]
 
 
 class DigitsDataModule(pl.LightningDataModule):
@@ -98,6 +98,13 @@ class DigitsClassifier(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
+def demo_metrics() -> list:
+    """Every metric family, with linear regions kept cheap (4 segments, sampled: the head has a GELU)."""
+    from lightning_complexity.site_metrics import Betti, EntropicComplexity, LinearRegions
+
+    return ["affinity", "effective_dimension", "activation_pattern_entropy", EntropicComplexity(), Betti(), LinearRegions(num_segments=4, num_samples=256)]
+
+
 @dataclass
 class DemoResult:
     """Where the demo wrote its outputs, and the monitor it used."""
@@ -117,7 +124,7 @@ def run_demo(out: str | Path = "runs", epochs: int = 8, max_samples: int = 360, 
     pl.seed_everything(seed, verbose=False)
     out = Path(out)
     logger = TensorBoardLogger(save_dir=str(out), name="digits")
-    monitor = ComplexityMonitor(metrics=metrics, max_samples=max_samples, every_n_epochs=1)
+    monitor = ComplexityMonitor(metrics=demo_metrics() if metrics is None else metrics, max_samples=max_samples, every_n_epochs=1)
     trainer = pl.Trainer(
         max_epochs=epochs,
         accelerator="auto",
@@ -133,5 +140,8 @@ def run_demo(out: str | Path = "runs", epochs: int = 8, max_samples: int = 360, 
     log_dir = Path(logger.log_dir)
     history_path = monitor.export(log_dir / "complexity_history.csv")
     monitor.history.to_parquet(log_dir / "complexity_history.parquet")
+    monitor.history.power_law_fits().to_csv(log_dir / "complexity_power_laws.csv", index=False)
+    if monitor.layer_algebra is not None:
+        monitor.layer_algebra.to_dataframe().to_csv(log_dir / "complexity_layer_algebra.csv", index=False)
     accuracy = float(trainer.callback_metrics.get("val/accuracy", torch.tensor(float("nan"))))
     return DemoResult(log_dir=log_dir, history_path=history_path, monitor=monitor, val_accuracy=accuracy)

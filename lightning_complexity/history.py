@@ -107,6 +107,37 @@ class MetricHistory:
         t = np.array([getattr(row, by) for row in picked], dtype=np.int64)
         return t, np.array([row.value for row in picked], dtype=np.float64)
 
+    def curves(self, by: str = "epoch") -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+        """Every ``(metric, site)`` curve as ``(t, values)``, built in one pass over the rows."""
+        if by not in ("epoch", "step"):
+            raise ValueError(f"`by` must be 'epoch' or 'step', got {by!r}")
+        grouped: dict[tuple[str, str], tuple[list, list]] = {}
+        for row in self._rows:
+            times, values = grouped.setdefault((row.metric, row.site), ([], []))
+            times.append(getattr(row, by))
+            values.append(row.value)
+        return {key: (np.asarray(t, dtype=np.int64), np.asarray(v, dtype=np.float64)) for key, (t, v) in grouped.items()}
+
+    def power_law_fits(self, by: str = "epoch", window: tuple[float | None, float | None] | None = None, offset: bool = False) -> pd.DataFrame:
+        """A power-law fit ``y ≈ a·t^b`` of every curve (SPEC §4), as a table.
+
+        Columns: ``metric, site, exponent, prefactor, r2, stderr, ci_low, ci_high, n_points, offset,
+        model``; ``t`` is the epoch (or step) and only points with ``t > 0`` and ``y > 0`` count,
+        so the measurement at initialisation (epoch 0) is left out. Curves with fewer than 4 such
+        points have NaN fits. The table is a pure function of the history, so it is the same for a
+        resumed run as for an uninterrupted one.
+        """
+        import pandas as pd
+
+        from lightning_complexity.powerlaw import fit_power_law
+
+        records = []
+        for (metric, site), (t, y) in self.curves(by).items():
+            fit = fit_power_law(t, y, window=window, offset=offset)
+            records.append({"metric": metric, "site": site, **fit.to_dict()})
+        columns = ["metric", "site", "exponent", "prefactor", "r2", "stderr", "ci_low", "ci_high", "n_points", "offset", "model"]
+        return pd.DataFrame.from_records(records, columns=columns)
+
     def latest(self) -> dict[tuple[str, str], float]:
         """The last value of every ``(metric, site)`` curve."""
         return {(row.metric, row.site): row.value for row in self._rows}

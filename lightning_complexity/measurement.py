@@ -47,9 +47,9 @@ class MeasurementResult:
     problems: list[SiteProblem] = field(default_factory=list)
 
 
-def _stack(data: list[SiteData], attribute: str) -> Tensor | None:
-    tensors = [getattr(d, attribute) for d in data]
-    return None if tensors[0] is None else torch.stack(tensors)
+def _stack(data: list[SiteData], attribute: str, wanted: bool) -> Tensor | None:
+    # Only what the metric needs: other metrics' captures may be missing at some of these sites.
+    return torch.stack([getattr(d, attribute) for d in data]) if wanted else None
 
 
 def compute_metrics(
@@ -66,7 +66,9 @@ def compute_metrics(
     nan = torch.tensor(float("nan"), dtype=torch.float64)
 
     for metric in metrics:
-        names = [s for s in sites_of.get(metric.name, []) if s in sites]
+        if metric.network_level:
+            continue
+        names = [s for s in sites_of.get(metric.name, []) if s in sites and metric.applies_to(sites[s])]
         per_site: dict[str, dict[str, Tensor]] = defaultdict(dict)
         groups: dict[tuple, list[str]] = defaultdict(list)
         for name in names:
@@ -79,7 +81,8 @@ def compute_metrics(
                 groups[key].append(name)
         for members in groups.values():
             data = [sites[m] for m in members]
-            group = SiteGroup(members, _stack(data, "output"), _stack(data, "input"), _stack(data, "maps"))
+            needs = metric.needs
+            group = SiteGroup(members, _stack(data, "output", needs.output), _stack(data, "input", needs.input), _stack(data, "maps", needs.maps))
             try:
                 computed = metric.compute(group)
             except Exception as error:  # noqa: BLE001 - a failing metric must not stop training

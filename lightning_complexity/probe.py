@@ -76,9 +76,9 @@ class ProbeSet:
             self.inputs = self.inputs.to(device)
         return self
 
-    def batches(self) -> Iterator[Tensor]:
-        """The forward batches, in a fixed order."""
-        return iter(_split(self.inputs, self.batch_size))
+    def batches(self, rows: slice = slice(None)) -> Iterator[Tensor]:
+        """The forward batches of the selected rows (all by default; a DDP shard), in a fixed order."""
+        return iter(_split(self.inputs[rows], self.batch_size))
 
     @classmethod
     def from_loader(

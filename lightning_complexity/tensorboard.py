@@ -18,9 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["PREFIX", "custom_scalars_layout", "scalar_tag", "tensorboard_writers"]
+__all__ = ["EPOCH_TAG", "FIGURE_PREFIX", "PREFIX", "custom_scalars_layout", "scalar_tag", "tensorboard_writers"]
 
 PREFIX = "complexity"
+FIGURE_PREFIX = "complexity_figures"
+#: completed epochs at each measurement step, so a history can be rebuilt from TensorBoard alone.
+EPOCH_TAG = "complexity_meta/epoch"
 
 
 def scalar_tag(metric: str, site: str) -> str:

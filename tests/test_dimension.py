@@ -75,3 +75,24 @@ def test_site_metric_reports_ratio_to_width() -> None:
     values = EffectiveDimension().compute(SiteGroup(["a", "b"], outputs=x))
     torch.testing.assert_close(values["effective_dimension_ratio"], values["effective_dimension"] / 8)
     torch.testing.assert_close(values["participation_ratio"], participation_ratio(x))
+
+
+def test_torchmetrics_classes_accumulate_exactly_like_the_functional(fixtures_dir, fixture_cases) -> None:
+    from lightning_complexity.metrics.dimension import EffectiveDimension as EffectiveDimensionMetric
+    from lightning_complexity.metrics.dimension import ParticipationRatio
+
+    x, expected_dim, expected_pr = _load(fixtures_dir, fixture_cases["effective_dim"]["cases"][1])
+    dimension, ratio = EffectiveDimensionMetric(), ParticipationRatio()
+    for chunk in x.split(333):  # uneven batches
+        dimension.update(chunk.float())
+        ratio.update(chunk)
+    assert float(dimension.compute()) == pytest.approx(expected_dim, rel=1e-6)
+    assert float(ratio.compute()) == pytest.approx(expected_pr, rel=1e-6)
+    # Merging two metrics' states (what DDP's sum reduction does) equals one metric over all data.
+    first, second = EffectiveDimensionMetric(), EffectiveDimensionMetric()
+    first.update(x[:700])
+    second.update(x[700:])
+    first.merge_state(second)
+    assert float(first.compute()) == pytest.approx(expected_dim, rel=1e-6)
+    with pytest.raises(ValueError, match="width changed from"):
+        first.update(torch.zeros(3, 5))

@@ -17,7 +17,8 @@ from lightning_complexity import ComplexityMonitor, MetricHistory
 from toy import ToyRegressor, toy_loaders, trainer
 
 SITES = ["net.act", "relu", "relu#1"]
-METRICS = ["effective_dimension", "participation_ratio", "effective_dimension_ratio"]
+METRICS = ["affinity", "effective_dimension", "participation_ratio", "effective_dimension_ratio", "activation_pattern_entropy"]
+SIGNATURE = ["mean", "std", "min", "max", "max_over_mean"]
 BATCHES_PER_EPOCH = 256 // 32
 
 
@@ -35,10 +36,17 @@ def test_schedule_sites_and_rows(tmp_path) -> None:
     _fit(tmp_path, monitor)
     frame = monitor.history.to_dataframe()
     assert monitor.sites["effective_dimension"] == SITES  # forward order, reused module twice
-    assert frame["metric"].unique().tolist() == METRICS
+    assert monitor.sites["affinity"] == SITES
+    assert frame["metric"].unique().tolist() == METRICS[:1] + ["affinity_signature"] + METRICS[1:]
+    assert frame[frame.metric == "activation_pattern_entropy"]["value"].between(0, np.log(2)).all()
     assert sorted(set(zip(frame["step"], frame["epoch"]))) == [(e * BATCHES_PER_EPOCH, e) for e in range(4)]
-    assert len(frame) == 4 * len(SITES) * len(METRICS)
+    assert len(frame) == 4 * (len(SITES) * len(METRICS) + len(SIGNATURE))
     assert frame["value"].notna().all()
+    signature = frame[frame.metric == "affinity_signature"]
+    assert signature["site"].tolist() == SIGNATURE * 4
+    scores = frame[frame.metric == "affinity"].groupby("step")["value"]
+    np.testing.assert_allclose(signature[signature.site == "mean"]["value"], scores.mean(), rtol=1e-12)
+    np.testing.assert_allclose(signature[signature.site == "max"]["value"], scores.max(), rtol=1e-12)
 
 
 def test_every_n_steps(tmp_path) -> None:
@@ -69,6 +77,133 @@ def test_values_match_an_independent_computation_on_the_probe(tmp_path) -> None:
     last = {site: v for (metric, site), v in monitor.history.latest().items() if metric == "effective_dimension"}
     for site, samples in {"net.act": act, "relu": h1, "relu#1": h2}.items():
         assert last[site] == pytest.approx(_reference_dimension(samples), rel=1e-6)
+
+
+class GaussianReLU(ToyRegressor):
+    """The probe's Gaussian inputs reach the ReLU unchanged: its affinity is SPEC §1's 0.621093."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.identity = nn.Linear(6, 6, bias=False)
+        self.gate = nn.ReLU()
+        with torch.no_grad():
+            self.identity.weight.copy_(torch.eye(6))
+        self.identity.weight.requires_grad_(False)
+
+    def forward(self, x):
+        return super().forward(self.gate(self.identity(x)) + x)
+
+
+def test_affinity_in_the_monitor_matches_the_analytic_relu_value(tmp_path) -> None:
+    probe = torch.randn(4096, 6, generator=torch.Generator().manual_seed(0))
+    monitor = ComplexityMonitor(metrics=["affinity"], layers="gate", probe=probe, max_samples=4096)
+    _fit(tmp_path, monitor, max_epochs=1, model=GaussianReLU())
+    values = [r.value for r in monitor.history if r.metric == "affinity" and r.site == "gate"]
+    assert len(values) == 2 and values[0] == values[1]  # the frozen identity keeps the input fixed
+    assert values[0] == pytest.approx(0.621093, abs=0.01)  # sampling error at n = 4096, d = 6
+
+
+def test_pattern_entropy_in_the_monitor_is_ln2_for_symmetric_relu_input(tmp_path) -> None:
+    probe = torch.randn(4096, 6, generator=torch.Generator().manual_seed(1))
+    monitor = ComplexityMonitor(metrics=["activation_pattern_entropy"], layers="gate", probe=probe, max_samples=4096, every_n_epochs=None)
+    _fit(tmp_path, monitor, max_epochs=1, model=GaussianReLU())
+    (value,) = [r.value for r in monitor.history if r.metric == "activation_pattern_entropy"]
+    assert value == pytest.approx(np.log(2), abs=2e-3)  # binary entropy near p = 1/2 is flat
+
+
+class AbsBlock(ToyRegressor):
+    """A block whose map is relu(x) on 1-D input: two affine pieces, C_ε = ln 2 (SPEC §3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Identity(), nn.ReLU())
+        self.lift = nn.Linear(1, 6)
+
+    def forward(self, x):
+        return super().forward(self.lift(self.block(x[:, :1])))
+
+
+def test_entropic_complexity_in_the_monitor(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    probe = torch.rand(3000, 6, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    monitor = ComplexityMonitor(metrics=["entropic_complexity"], probe=probe, max_samples=3000, every_n_epochs=None)
+    _fit(tmp_path, monitor, max_epochs=1, model=AbsBlock(), logger=logger)
+    assert monitor.sites["entropic_complexity"] == ["block", "net"]  # modules with an activation child, forward order
+    values = {(r.metric, r.site): r.value for r in monitor.history}
+    assert values[("entropic_complexity", "block")] == pytest.approx(np.log(2), abs=0.02)
+    assert values[("linear_deficit", "block")] > 0.05 and values[("entropic_complexity_censored", "block")] == 0.0
+    logger.experiment.flush()
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    assert "complexity_figures/entropic_error_curves" in events.Tags()["images"]
+
+
+class TinyCNN(ToyRegressor):
+    """Two conv sites with ReLU maps, then a linear head (a 2-D site, skipped by Betti)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.act1 = nn.Conv2d(1, 3, 3, padding=1), nn.ReLU()
+        self.conv2, self.act2 = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()
+        self.proj = nn.Linear(4 * 36, 6)
+
+    def features(self, x):
+        maps1 = self.act1(self.conv1((x[:, :, None] * x[:, None, :]).unsqueeze(1)))  # 6×6 maps
+        return maps1, self.act2(self.conv2(maps1))
+
+    def forward(self, x):
+        _, maps2 = self.features(x)
+        return super().forward(self.proj(maps2.flatten(1)))
+
+
+def test_betti_numbers_in_the_monitor_match_the_functional_on_the_same_maps(tmp_path) -> None:
+    from lightning_complexity.functional.topology import betti_numbers
+    from lightning_complexity.site_metrics import Betti
+
+    probe = torch.randn(80, 6, generator=torch.Generator().manual_seed(4))
+    monitor = ComplexityMonitor(metrics=[Betti()], probe=probe)
+    model, _ = _fit(tmp_path, monitor, max_epochs=1, model=TinyCNN())
+    assert monitor.sites["betti"] == ["act1", "act2"]  # `relu` sees 2-D tensors: not a map site
+    model.eval()
+    with torch.no_grad():
+        maps = model.features(probe[:64])  # the capture keeps the first 64 inputs' maps
+    values = {(r.metric, r.site): r.value for r in monitor.history if r.step == monitor.history.steps()[-1]}
+    sums = []
+    for site, site_maps in zip(["act1", "act2"], maps):
+        counts = betti_numbers(site_maps).double()
+        assert values[("betti_0", site)] == pytest.approx(counts[..., 0].mean().item(), rel=1e-12)
+        assert values[("betti_1", site)] == pytest.approx(counts[..., 1].mean().item(), rel=1e-12)
+        assert values[("active_fraction", site)] == pytest.approx((site_maps > 0).double().mean().item(), rel=1e-12)
+        sums.append(counts.sum(-1).mean().item())
+    # Two sites at depths 0 and 1: the decay rate is the slope of ln(b0 + b1) between them.
+    assert values[("betti_depth", "decay_rate")] == pytest.approx(np.log(sums[1]) - np.log(sums[0]), rel=1e-9)
+
+
+def test_linear_regions_and_layer_algebra_in_the_monitor(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lightning_complexity.functional.regions import count_linear_regions
+    from lightning_complexity.site_metrics import LinearRegions
+
+    probe = torch.randn(64, 6, generator=torch.Generator().manual_seed(5))
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    regions = LinearRegions(num_segments=3, num_samples=512)
+    monitor = ComplexityMonitor(metrics=["effective_dimension", regions], probe=probe)
+    model, _ = _fit(tmp_path, monitor, max_epochs=1, logger=logger)
+    assert regions.resolved_method == "sampled"  # the Tanh has no exact regions
+    expected = count_linear_regions(model, probe[0:6:2], probe[1:6:2], method="sampled", num_samples=512)
+    values = {(r.metric, r.site): r.value for r in monitor.history}  # the last measurement wins
+    assert values[("linear_regions", "network")] == pytest.approx(expected.counts.double().mean().item())
+    assert values[("linear_regions_per_neuron", "network")] == pytest.approx(expected.per_neuron.double().mean().item())
+    # Layer algebra: computed once, parameters equal the model's, logged as TensorBoard text.
+    assert monitor.layer_algebra.totals.parameters == sum(p.numel() for p in model.parameters())
+    logger.experiment.flush()
+    events = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0})
+    events.Reload()
+    text = events.Tensors("complexity/layer_algebra/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "net.fc1" in text and "Linear" in text
 
 
 def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path) -> None:
@@ -106,7 +241,34 @@ def test_tensorboard_events_match_the_history(tmp_path) -> None:
     layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
     assert charts["effective_dimension"] == [f"complexity/effective_dimension/{s}" for s in SITES]
-    assert set(charts) == set(METRICS)
+    assert set(charts) == set(METRICS) | {"affinity_signature"}
+    # The signature heatmap is logged as an image at every measurement.
+    images = events.Images("complexity_figures/affinity_signature")
+    assert [image.step for image in images] == monitor.history.steps()
+
+
+def test_power_law_fits_are_logged_and_equal_the_history_table(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    monitor = ComplexityMonitor(metrics="effective_dimension")
+    _fit(tmp_path, monitor, logger=logger, max_epochs=5)
+    logger.experiment.flush()
+    events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    fits = monitor.history.power_law_fits().set_index(["metric", "site"])
+    assert (fits["n_points"] == 5).all()  # epochs 1..5; the epoch-0 point (t = 0) is left out
+    for (metric, site), fit in fits.iterrows():
+        exponents = events.Scalars(f"powerlaw/{metric}/{site}/exponent")
+        # Logged from the 4th point on: after epochs 4 and 5.
+        assert [e.step for e in exponents] == monitor.history.steps()[-2:]
+        assert exponents[-1].value == pytest.approx(fit["exponent"], rel=1e-5, abs=1e-7)
+        assert events.Scalars(f"powerlaw/{metric}/{site}/r2")[-1].value == pytest.approx(fit["r2"], rel=1e-5, abs=1e-7)
+        # Independent check of the fit: ordinary least squares of ln y on ln t with numpy.
+        t, y = monitor.history.series(metric, site)
+        slope = np.polyfit(np.log(t[1:]), np.log(y[1:]), 1)[0]
+        assert fit["exponent"] == pytest.approx(slope, rel=1e-9, abs=1e-12)
+    assert "complexity_figures/powerlaw/effective_dimension" in events.Tags()["images"]
 
 
 def test_csv_logger_receives_the_scalars(tmp_path) -> None:
@@ -143,6 +305,8 @@ def test_resumed_fit_continues_the_curves_without_gaps_or_duplicates(tmp_path) -
 
     assert [r[:4] for r in resumed.history] == [r[:4] for r in full.history]
     np.testing.assert_allclose(resumed.history.to_dataframe()["value"], full.history.to_dataframe()["value"], rtol=1e-9)
+    pd_testing = pytest.importorskip("pandas").testing
+    pd_testing.assert_frame_equal(resumed.history.power_law_fits(), full.history.power_law_fits(), rtol=1e-8)
     # The checkpoint written at the end of epoch 2 already held that epoch's rows.
     assert MetricHistory.from_state_dict(torch.load(ckpt, weights_only=False)["callbacks"][first.state_key]["history"]).steps() == [0, 8, 16]
 
@@ -199,10 +363,11 @@ def test_nan_activations_give_nan_rows_and_one_warning_per_site(tmp_path) -> Non
     frame = monitor.history.to_dataframe()
     assert frame[frame.epoch <= 1]["value"].notna().all()
     late = frame[frame.epoch >= 2]
-    assert late[late.site == "relu#1"]["value"].isna().all() and (late.site == "relu#1").sum() == 3 * 3
+    assert late[late.site == "relu#1"]["value"].isna().all() and (late.site == "relu#1").sum() == 3 * 5
     assert late[late.site != "relu#1"]["value"].notna().all()  # NaN enters after `relu`'s first call
     ours = [str(w.message) for w in caught if "lightning_complexity" in str(w.message)]
-    assert [m.split("`")[3] for m in ours] == ["relu#1"]  # once, naming the site
+    assert sorted((m.split("`")[1], m.split("`")[3]) for m in ours) == [
+        ("activation_pattern_entropy", "relu#1"), ("affinity", "relu#1"), ("effective_dimension", "relu#1")]
     assert all("non-finite" in m for m in ours)
 
 

@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader, TensorDataset
 class ToyRegressor(pl.LightningModule):
     """MLP with a reused in-place ReLU (two sites), a Tanh, and dropout (to prove the RNG is untouched)."""
 
-    def __init__(self, width: int = 16, fail_at_step: int | None = None, dropout: float = 0.1) -> None:
+    def __init__(self, width: int = 16, fail_at_step: int | None = None, dropout: float = 0.1, lr: float = 0.05) -> None:
         super().__init__()
+        self.lr = lr
         self.net = nn.Sequential(
             OrderedDict(fc1=nn.Linear(6, width), act=nn.Tanh(), drop=nn.Dropout(dropout), fc2=nn.Linear(width, width))
         )
@@ -40,7 +41,7 @@ class ToyRegressor(pl.LightningModule):
         self.log("val_loss", nn.functional.mse_loss(self(x), y))
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05)
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
 def toy_data(n: int = 256, seed: int = 0) -> TensorDataset:

@@ -2,8 +2,8 @@
 
 Example:
     >>> from lightning_complexity.site_metrics import resolve_metrics
-    >>> [m.name for m in resolve_metrics(["effective_dimension"])]
-    ['effective_dimension']
+    >>> [m.name for m in resolve_metrics(None)]
+    ['affinity', 'effective_dimension', 'activation_pattern_entropy']
 """
 
 from __future__ import annotations
@@ -11,16 +11,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lightning_complexity.errors import bad_argument
+from lightning_complexity.site_metrics.affinity import Affinity
 from lightning_complexity.site_metrics.base import SiteGroup, SiteMetric
 from lightning_complexity.site_metrics.dimension import EffectiveDimension
+from lightning_complexity.site_metrics.entropic import EntropicComplexity, PatternEntropy
+from lightning_complexity.site_metrics.regions import LinearRegions
+from lightning_complexity.site_metrics.topology import Betti
 
-__all__ = ["DEFAULT_METRICS", "REGISTRY", "EffectiveDimension", "SiteGroup", "SiteMetric", "resolve_metrics"]
+__all__ = ["DEFAULT_METRICS", "REGISTRY", "Affinity", "Betti", "EffectiveDimension", "EntropicComplexity", "LinearRegions", "PatternEntropy", "SiteGroup", "SiteMetric", "resolve_metrics"]
 
 #: name accepted in ``metrics=`` → the class it builds with default arguments.
-REGISTRY: dict[str, type[SiteMetric]] = {cls.name: cls for cls in (EffectiveDimension,)}
+REGISTRY: dict[str, type[SiteMetric]] = {
+    cls.name: cls for cls in (Affinity, EffectiveDimension, PatternEntropy, EntropicComplexity, Betti, LinearRegions)
+}
 
 #: what ``ComplexityMonitor(metrics=None)`` computes: cheap and informative.
-DEFAULT_METRICS: tuple[str, ...] = ("effective_dimension",)
+DEFAULT_METRICS: tuple[str, ...] = ("affinity", "effective_dimension", "activation_pattern_entropy")
 
 
 def _accepted() -> str:
@@ -42,6 +48,10 @@ def resolve_metrics(metrics: str | SiteMetric | Sequence[str | SiteMetric] | Non
             resolved.append(REGISTRY[entry]())
         else:
             raise bad_argument("metrics", entry, _accepted())
+    for metric in resolved:
+        bad = [name for name in metric.produces if "/" in name]
+        if bad:  # tags are complexity/<metric>/<site>: a slash would make them ambiguous
+            raise bad_argument("metrics", metric, f"metric names without '/' (got {bad})")
     names = [m.name for m in resolved]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -56,10 +56,16 @@ class SiteMetric(ABC):
     produces: ClassVar[tuple[str, ...]]
     needs: ClassVar[SiteNeeds] = SiteNeeds(output=True)
     min_samples: ClassVar[int] = 2
+    #: computed from the model and the probe inputs (``compute_network``), not from captured sites.
+    network_level: ClassVar[bool] = False
 
     def __init__(self, layers: LayerSpec = None) -> None:
         validate_layer_spec(layers, argument=f"{type(self).__name__}(layers=...)")
         self.layers = layers
+
+    def applies_to(self, data: SiteData) -> bool:
+        """Whether the metric is defined for this kind of site at all (others are skipped silently)."""
+        return True
 
     def group_key(self, data: SiteData) -> tuple | None:
         """Sites with equal keys are computed together; ``None`` means the site cannot be computed."""
@@ -89,6 +95,10 @@ class SiteMetric(ABC):
 
     def summarize(self, sites: list[str], values: dict[str, Tensor]) -> dict[tuple[str, str], Tensor]:
         """Network-level rows from the per-site values (sites in forward order); none by default."""
+        return {}
+
+    def figures(self, history: Any) -> dict[str, Any]:
+        """Matplotlib figures to log to TensorBoard after a measurement (name → figure); none by default."""
         return {}
 
     def __repr__(self) -> str:

@@ -1,0 +1,106 @@
+"""Matplotlib figures for TensorBoard and reports (drawn off-screen with the Agg backend).
+
+Example:
+    >>> from lightning_complexity import MetricHistory
+    >>> h = MetricHistory([(0, 0, "affinity", "relu", 0.6), (9, 1, "affinity", "relu", 0.7)])
+    >>> figure = signature_heatmap(h, "affinity")
+    >>> figure.axes[0].get_ylabel()
+    'site (forward order)'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from lightning_complexity.history import MetricHistory
+
+__all__ = ["error_curves_figure", "power_law_figure", "signature_heatmap"]
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def signature_heatmap(history: MetricHistory, metric: str) -> Figure:
+    """Sites (rows, forward order) × measurements (columns, by epoch) of one metric, as a heatmap."""
+    sites = history.sites(metric)
+    steps = [s for s in history.steps() if any(r.metric == metric and r.step == s for r in history)]
+    grid = np.full((len(sites), len(steps)), np.nan)
+    epochs = {}
+    row_of = {s: i for i, s in enumerate(sites)}
+    column_of = {s: j for j, s in enumerate(steps)}
+    for row in history:
+        if row.metric == metric:
+            grid[row_of[row.site], column_of[row.step]] = row.value
+            epochs[row.step] = row.epoch
+    figure = _new_figure(min(12, 3 + 0.4 * len(steps)), min(12, 1.5 + 0.3 * len(sites)))
+    axes = figure.add_subplot()
+    image = axes.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    figure.colorbar(image, ax=axes, label=metric)
+    axes.set_yticks(range(len(sites)), sites, fontsize=7)
+    ticks = range(0, len(steps), max(1, len(steps) // 12))
+    axes.set_xticks(list(ticks), [str(epochs[steps[j]]) for j in ticks])
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("site (forward order)")
+    axes.set_title(f"{metric} signature")
+    return figure
+
+
+def power_law_figure(history: MetricHistory, metric: str, by: str = "epoch", window: tuple | None = None) -> Figure:
+    """Log-log plot of every site's curve of ``metric`` (points) and its power-law fit (line).
+
+    The legend gives each site's exponent ``b`` with its ``R²``; sites without a fit (fewer than 4
+    usable points) are drawn as points only.
+    """
+    from lightning_complexity.powerlaw import fit_power_law
+
+    figure = _new_figure(7, 4.5)
+    axes = figure.add_subplot()
+    curves = {site: curve for (name, site), curve in history.curves(by).items() if name == metric}
+    colours = _colours(len(curves))
+    for colour, (site, (t, y)) in zip(colours, curves.items()):
+        keep = (t > 0) & (y > 0) & np.isfinite(y)
+        fit = fit_power_law(t, y, window=window)
+        label = site if not np.isfinite(fit.exponent) else f"{site}: b={fit.exponent:.3g}, R²={fit.r2:.2f}"
+        axes.plot(t[keep], y[keep], "o", color=colour, markersize=3, label=label)
+        if np.isfinite(fit.exponent):
+            grid = np.geomspace(t[keep].min(), t[keep].max(), 50)
+            axes.plot(grid, fit.predict(grid), "-", color=colour, linewidth=1)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel(by)
+    axes.set_ylabel(metric)
+    axes.set_title(f"{metric}: power-law fits y = a·t^b")
+    if curves:
+        axes.legend(fontsize=6, loc="best")
+    return figure
+
+
+def _colours(count: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if count <= 10 else "viridis"]
+    return [cmap(i if count <= 10 else i / max(1, count - 1)) for i in range(count)]
+
+
+def error_curves_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], tolerance: float) -> Figure:
+    """Held-out relative error e(k) against the number of affine pieces k, one line per site."""
+    figure = _new_figure(6, 4)
+    axes = figure.add_subplot()
+    for colour, (site, (ks, errors)) in zip(_colours(len(curves)), curves.items()):
+        keep = np.isfinite(errors)
+        axes.plot(ks[keep], errors[keep], "o-", color=colour, markersize=3, label=site)
+    axes.axhline(tolerance, color="grey", linestyle="--", linewidth=1, label=f"ε = {tolerance:g}")
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("k (clusters = affine pieces)")
+    axes.set_ylabel("held-out relative error e(k)")
+    axes.set_title("entropic complexity: e(k) per block")
+    axes.legend(fontsize=6, loc="best")
+    return figure

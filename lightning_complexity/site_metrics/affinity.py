@@ -1,0 +1,75 @@
+"""The affinity score per activation site and the network's non-linearity signature (SPEC §1).
+
+Each activation site's input and output (reduced to ``(n, d)`` samples) give one ρ_aff; sites of
+equal shape are scored in one batched call. The signature — the scores in forward order — is
+summarised each measurement as network-level rows ``affinity_signature`` with sites ``mean``,
+``std``, ``min``, ``max``, ``max_over_mean``; TensorBoard also gets a heatmap of the signature
+over time (sites × measurements).
+
+Example:
+    >>> import torch
+    >>> from lightning_complexity.site_metrics.base import SiteGroup
+    >>> x = torch.randn(2, 512, 8, dtype=torch.float64)
+    >>> values = Affinity().compute(SiteGroup(["a", "b"], outputs=torch.relu(x), inputs=x))
+    >>> values["affinity"].shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from lightning_complexity.capture import SiteData, SiteNeeds
+from lightning_complexity.errors import bad_argument
+from lightning_complexity.functional.affinity import OT_OPTIONS, SHRINKAGE_OPTIONS, affinity_score, signature_summary
+from lightning_complexity.site_metrics.base import SiteGroup, SiteMetric
+from lightning_complexity.sites import LayerSpec
+
+__all__ = ["Affinity"]
+
+
+class Affinity(SiteMetric):
+    """``affinity`` per site (1 = affine, lower = more non-linear) and the signature summaries.
+
+    Args:
+        layers: modules to score (default: the monitor's selection, every activation module).
+            Only modules whose input and output have the same width can be scored.
+        shrinkage: ``"none"``, ``"ledoit_wolf"`` or ``"auto"`` (Ledoit–Wolf when n < 10·d).
+        ot: ``"exact"`` (default, the definition), ``"sinkhorn"`` or ``"paired"``.
+    """
+
+    name = "affinity"
+    produces = ("affinity",)
+    needs = SiteNeeds(input=True, output=True)
+    summary_metric = "affinity_signature"
+
+    def __init__(self, layers: LayerSpec = None, shrinkage: str = "none", ot: str = "exact") -> None:
+        super().__init__(layers)
+        if shrinkage not in SHRINKAGE_OPTIONS:
+            raise bad_argument("Affinity(shrinkage=...)", shrinkage, f"one of {SHRINKAGE_OPTIONS}")
+        if ot not in OT_OPTIONS:
+            raise bad_argument("Affinity(ot=...)", ot, f"one of {OT_OPTIONS}")
+        self.shrinkage = shrinkage
+        self.ot = ot
+
+    def group_key(self, data: SiteData) -> tuple | None:
+        key = super().group_key(data)
+        if key is None or data.input.shape != data.output.shape:
+            return None  # the Gaussian OT map needs equal widths (an element-wise activation)
+        return key
+
+    def compute(self, group: SiteGroup) -> dict[str, Tensor]:
+        return {"affinity": affinity_score(group.inputs, group.outputs, shrinkage=self.shrinkage, ot=self.ot)}
+
+    def summarize(self, sites: list[str], values: dict[str, Tensor]) -> dict[tuple[str, str], Tensor]:
+        return {(self.summary_metric, stat): value for stat, value in signature_summary(values["affinity"]).items()}
+
+    def figures(self, history: Any) -> dict[str, Any]:
+        from lightning_complexity.figures import signature_heatmap
+
+        return {"affinity_signature": signature_heatmap(history, "affinity")}
+
+    def __repr__(self) -> str:
+        return f"Affinity(layers={self.layers!r}, shrinkage={self.shrinkage!r}, ot={self.ot!r})"
