@@ -4,6 +4,12 @@ Example::
 
     lightning-complexity demo --out runs --epochs 8
     lightning-complexity export runs/digits/version_0/checkpoints/last.ckpt --out history.parquet
+    lightning-complexity export runs/digits/version_0 --source tensorboard --format json
+    lightning-complexity report runs/digits/version_0 --out report
+    lightning-complexity compare runs/digits/version_0 runs/digits/version_1 --out comparison
+
+Errors in what was passed (a missing path, a path without monitor data) print one line on stderr
+and exit with status 2; a report or comparison with a figure that could not be drawn exits with 1.
 """
 
 from __future__ import annotations
@@ -24,24 +30,101 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"Trained {args.epochs} epochs on scikit-learn digits: validation accuracy {result.val_accuracy:.3f}")
     print(f"Monitored sites: {', '.join(history.sites('effective_dimension'))}")
     print(f"History ({len(history)} rows): {result.history_path}  (also .parquet beside it)")
+    print(f"Power-law fits of every curve: {result.history_path.with_name('complexity_power_laws.csv')}")
+    signature = [f"{site}={value:.3f}" for (metric, site), value in history.latest().items() if metric == "affinity"]
+    if signature:
+        print(f"Final non-linearity signature (affinity, 1 = affine): {', '.join(signature)}")
     print(f"TensorBoard logs: {result.log_dir}")
     print(f"  view them with:  tensorboard --logdir {Path(args.out)}")
     return 0
 
 
+def _fail(command: str, error: BaseException) -> int:
+    """One line on stderr naming the command and what went wrong; exit status 2 (usage error)."""
+    message = " ".join(str(error).split())
+    print(f"lightning-complexity {command}: {message}", file=sys.stderr)
+    return 2
+
+
+_FLOAT32_NOTE = "note: TensorBoard stores scalars as float32, so these values agree with the checkpoint to about 7 significant digits"
+
+
 def _export(args: argparse.Namespace) -> int:
-    from lightning_complexity.export import load_history
+    from lightning_complexity.export import load_run, power_laws_path, write_history, write_power_laws
+    from lightning_complexity.report import time_axis
 
     source = Path(args.run)
     try:
-        history = load_history(source)
+        run = load_run(source, source=args.source)
     except (FileNotFoundError, ValueError) as error:
-        print(f"lightning-complexity export: {error}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else source.with_name(source.stem + "_complexity." + args.format)
-    {"csv": history.to_csv, "json": history.to_json, "parquet": history.to_parquet}[out.suffix.lstrip(".") or args.format](out)
-    print(f"wrote {len(history)} rows to {out}")
+        return _fail("export", error)
+    resolved = source.resolve()
+    out = Path(args.out) if args.out else resolved.with_name(resolved.stem + "_complexity." + args.format)
+    written = write_history(run.history, out, args.format)
+    fits = run.history.power_law_fits(by=time_axis(run.history))
+    fits_path = write_power_laws(fits, power_laws_path(written), args.format)
+    print(f"wrote {len(run.history)} rows to {written} and {len(fits)} power-law fits to {fits_path} (read {run.describe()})")
+    if not run.exact:
+        print(_FLOAT32_NOTE, file=sys.stderr)
     return 0
+
+
+def _default_report_dir(source: Path) -> Path:
+    source = source.resolve()
+    return source / "complexity_report" if source.is_dir() else source.with_name(source.stem + "_complexity_report")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lightning_complexity.export import load_run
+    from lightning_complexity.report import write_report
+
+    source = Path(args.run)
+    try:
+        run = load_run(source, source=args.source)
+    except (FileNotFoundError, ValueError) as error:
+        return _fail("report", error)
+    print(f"report: read {run.describe()}", file=sys.stderr)
+    result = write_report(run, Path(args.out) if args.out else _default_report_dir(source), label=str(source), progress=not args.quiet)
+    print(f"wrote {result.html_path} and {len(result.png_paths)} figures beside it")
+    if result.failed:
+        print(f"lightning-complexity report: {len(result.failed)} figure(s) could not be drawn: {', '.join(result.failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from lightning_complexity.compare import run_labels, write_comparison
+    from lightning_complexity.export import load_run
+
+    if len(args.runs) < 2:
+        return _fail("compare", ValueError(f"needs at least two runs to compare, got {len(args.runs)}: {args.runs[0]}"))
+    labels = run_labels(args.runs) if args.labels is None else [label.strip() for label in args.labels.split(",")]
+    if len(labels) != len(args.runs) or len(set(labels)) != len(labels):
+        return _fail("compare", ValueError(f"--labels must give {len(args.runs)} distinct comma-separated names, one per run; got {args.labels!r}"))
+    runs = []
+    for path in args.runs:
+        try:
+            runs.append(load_run(path, source=args.source))
+        except (FileNotFoundError, ValueError) as error:
+            return _fail("compare", error)
+    for run in runs:
+        print(f"compare: read {run.describe()}", file=sys.stderr)
+    result = write_comparison(runs, labels, args.out, max_panels=args.max_panels, progress=not args.quiet)
+    print(f"wrote {result.html_path}, {result.csv_path} (one row per run: {', '.join(labels)}) and {len(result.png_paths)} figures")
+    if result.failed:
+        print(f"lightning-complexity compare: {len(result.failed)} figure(s) could not be drawn: {', '.join(result.failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,11 +139,31 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar or model summary")
     demo.set_defaults(handler=_demo)
 
-    export = commands.add_parser("export", help="write the monitor's history from a Lightning checkpoint")
-    export.add_argument("run", help="a .ckpt file written during a fit with the monitor on")
-    export.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
-    export.add_argument("--out", help="output file (default: next to the checkpoint)")
+    run_help = "a Lightning checkpoint (.ckpt), a TensorBoard log directory, or a directory holding checkpoints"
+    source_help = "what to read in a directory: auto (a checkpoint with monitor state, else TensorBoard; default), checkpoint, or tensorboard (float32 values)"
+
+    export = commands.add_parser("export", help="write a run's history and its power-law fits as CSV, JSON or Parquet")
+    export.add_argument("run", help=run_help)
+    export.add_argument("--format", choices=("csv", "json", "parquet"), default="csv", help="used when --out has no such suffix (default: csv)")
+    export.add_argument("--out", help="output file (default: <run>_complexity.<format> beside the run); the fits go to <out>_power_laws.<format>")
+    export.add_argument("--source", choices=("auto", "checkpoint", "tensorboard"), default="auto", help=source_help)
     export.set_defaults(handler=_export)
+
+    report = commands.add_parser("report", help="write a self-contained HTML report of one run, with its figures as PNG")
+    report.add_argument("run", help=run_help)
+    report.add_argument("--out", help="output folder (default: <run>/complexity_report, or <checkpoint>_complexity_report beside a file)")
+    report.add_argument("--source", choices=("auto", "checkpoint", "tensorboard"), default="auto", help=source_help)
+    report.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    report.set_defaults(handler=_report)
+
+    compare = commands.add_parser("compare", help="overlay several runs' curves and tabulate final values and power-law exponents")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help=run_help + " (two or more)")
+    compare.add_argument("--out", default="complexity_comparison", help="output folder (default: complexity_comparison)")
+    compare.add_argument("--labels", help="comma-separated run names (default: the shortest distinct ends of the paths)")
+    compare.add_argument("--max-panels", type=_positive_int, default=12, help="most site panels per figure; more sites are sampled evenly by depth (default: 12)")
+    compare.add_argument("--source", choices=("auto", "checkpoint", "tensorboard"), default="auto", help=source_help)
+    compare.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    compare.set_defaults(handler=_compare)
     return parser
 
 

@@ -1,40 +1,324 @@
-"""Reading a monitor's history back from where a run left it (a Lightning checkpoint).
+"""Reading a monitor's history back from where a run left it, and writing it out again.
+
+A *run* is any of:
+
+* a Lightning checkpoint file: the monitor's state (``checkpoint["callbacks"]["ComplexityMonitor…"]``)
+  holds the history in float64, exactly as measured, and the layer-algebra table;
+* a TensorBoard event file, or a log directory holding event files: the ``complexity/<metric>/<site>``
+  scalars and ``complexity_meta/epoch``. TensorBoard stores scalars as **float32**, so values read
+  from it agree with the checkpoint to about 7 significant digits (relative error ≤ 6e-8), not
+  bit for bit, and the layer-algebra table is not available;
+* a directory: the newest checkpoint under it that holds monitor state (searched recursively),
+  otherwise the newest TensorBoard event directory under it that holds ``complexity/*`` scalars.
+  ``source="tensorboard"`` or ``"checkpoint"`` picks one kind explicitly.
 
 Example::
 
-    from lightning_complexity.export import load_history
-    history = load_history("runs/digits/version_0/checkpoints/epoch=4-step=115.ckpt")
+    from lightning_complexity.export import load_run, write_history
+    run = load_run("runs/digits/version_0")            # checkpoint if there is one, else TensorBoard
+    run.kind, len(run.history)                         # ('checkpoint', 336)
+    write_history(run.history, "history.parquet")      # format from the suffix
 """
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from lightning_complexity.history import MetricHistory
+from lightning_complexity.tensorboard import EPOCH_TAG, PREFIX
 
-__all__ = ["load_history"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "FORMATS",
+    "SOURCES",
+    "NoMonitorData",
+    "RunData",
+    "load_history",
+    "load_run",
+    "power_laws_path",
+    "write_history",
+    "write_power_laws",
+]
+
+#: file formats of :func:`write_history` and :func:`write_power_laws`.
+FORMATS = ("csv", "json", "parquet")
+#: what :func:`load_run` may read: ``auto`` (checkpoint first), ``checkpoint`` or ``tensorboard``.
+SOURCES = ("auto", "checkpoint", "tensorboard")
+_STATE_PREFIX = "ComplexityMonitor"
+_STATE_VERSION = 1
+_EVENT_FILE_MARKER = "tfevents"
+
+
+class NoMonitorData(ValueError):
+    """The path exists but holds no ``ComplexityMonitor`` measurements."""
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What one run left behind.
+
+    Attributes:
+        history: every measurement (float64 from a checkpoint, float32-rounded from TensorBoard).
+        path: the file or directory actually read (a checkpoint or an event directory).
+        kind: ``"checkpoint"`` or ``"tensorboard"``.
+        layer_algebra: the static per-layer table (SPEC §7) when the checkpoint holds it, else None.
+    """
+
+    history: MetricHistory
+    path: Path
+    kind: str
+    layer_algebra: pd.DataFrame | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Whether the values are exactly as measured (checkpoint), not rounded to float32 (TensorBoard)."""
+        return self.kind == "checkpoint"
+
+    def describe(self) -> str:
+        """One line: how many rows from where, e.g. ``"336 rows from checkpoint runs/x/last.ckpt"``."""
+        rounding = "" if self.exact else " (float32 values)"
+        return f"{len(self.history)} rows from {self.kind} {self.path}{rounding}"
 
 
 def load_history(path: str | Path) -> MetricHistory:
-    """The :class:`MetricHistory` stored by ``ComplexityMonitor`` in a checkpoint file.
+    """The :class:`MetricHistory` of a run (see :func:`load_run` for what ``path`` may be).
+
+    Example::
+
+        history = load_history("runs/digits/version_0/checkpoints/last.ckpt")
+    """
+    return load_run(path).history
+
+
+def load_run(path: str | Path, source: str = "auto") -> RunData:
+    """Read a run's history (and layer-algebra table) from a checkpoint or TensorBoard logs.
+
+    Args:
+        path: a checkpoint file, a TensorBoard event file or log directory, or a directory holding
+            checkpoints (see the module docstring for which one is read).
+        source: ``"auto"`` (a checkpoint with monitor state if there is one, else TensorBoard),
+            ``"checkpoint"`` or ``"tensorboard"``.
 
     Raises:
-        FileNotFoundError: the path does not exist.
-        ValueError: the file holds no monitor state.
+        FileNotFoundError: ``path`` does not exist.
+        NoMonitorData: ``path`` holds no monitor measurements of the requested kind (the message
+            says what was found instead).
+        ValueError: ``source`` is not one of :data:`SOURCES`.
+
+    Example::
+
+        run = load_run("runs/digits/version_0", source="tensorboard")
+        run.history.to_dataframe().head()
     """
+    if source not in SOURCES:
+        raise ValueError(f"source={source!r} is not accepted: expected one of {', '.join(SOURCES)}")
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    if path.is_dir():
-        checkpoints = sorted(path.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not checkpoints:
-            raise ValueError(f"{path} holds no Lightning checkpoint (*.ckpt)")
-        path = checkpoints[-1]
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        raise FileNotFoundError(f"{path} does not exist (expected a Lightning checkpoint, a TensorBoard log directory, or a directory holding checkpoints)")
+    if path.is_file():
+        if _is_event_file(path):
+            if source == "checkpoint":
+                raise NoMonitorData(f"{path} is a TensorBoard event file, not a checkpoint (use --source tensorboard or auto)")
+            return _from_tensorboard(path)
+        if source == "tensorboard":
+            raise NoMonitorData(f"{path} is not a TensorBoard event file (events.out.tfevents.*) or log directory")
+        return _from_checkpoint(path)
+    return _from_directory(path, source)
+
+
+# ---------------------------------------------------------------------- directories
+def _from_directory(path: Path, source: str) -> RunData:
+    checkpoints = sorted(path.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True) if source != "tensorboard" else []
+    event_dirs = _event_directories(path) if source != "checkpoint" else []
+    problems: list[NoMonitorData] = []
+    for candidate, read in [(c, _from_checkpoint) for c in checkpoints] + [(d, _from_tensorboard) for d in event_dirs]:
+        try:
+            return read(candidate)
+        except NoMonitorData as problem:  # another callback's checkpoint, a file being written, other logs
+            problems.append(problem)
+    if len(problems) == 1:  # one candidate: its own message says best what is wrong
+        raise problems[0]
+    if source == "checkpoint":
+        found = f"{len(checkpoints)} checkpoint(s), none with ComplexityMonitor state" if checkpoints else "no Lightning checkpoint (*.ckpt)"
+        raise NoMonitorData(f"{path} holds no monitor data in checkpoints: {found} under it")
+    found = []
+    if source != "tensorboard":
+        found.append(f"{len(checkpoints)} checkpoint(s) without ComplexityMonitor state" if checkpoints else "no Lightning checkpoint (*.ckpt)")
+    found.append(f"{len(event_dirs)} TensorBoard event folder(s) without {PREFIX}/* scalars" if event_dirs else "no TensorBoard event files")
+    raise NoMonitorData(f"{path} holds no monitor data: {' and '.join(found)} under it")
+
+
+def _is_event_file(path: Path) -> bool:
+    return _EVENT_FILE_MARKER in path.name and path.name.startswith("events.out")
+
+
+def _event_directories(root: Path) -> list[Path]:
+    """Folders under ``root`` (itself included) holding event files, newest event file first."""
+    newest: dict[Path, float] = {}
+    for event_file in root.rglob("events.out.*"):
+        if _is_event_file(event_file) and event_file.is_file():
+            newest[event_file.parent] = max(newest.get(event_file.parent, 0.0), event_file.stat().st_mtime)
+    return sorted(newest, key=newest.__getitem__, reverse=True)
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _from_checkpoint(path: Path) -> RunData:
+    checkpoint = _torch_load(path)
     states = checkpoint.get("callbacks", {}) if isinstance(checkpoint, dict) else {}
-    for key, state in states.items():
-        if key.startswith("ComplexityMonitor") and isinstance(state, dict) and "history" in state:
-            return MetricHistory.from_state_dict(state["history"])
-    raise ValueError(f"{path} holds no ComplexityMonitor state (was the monitor attached during that fit?)")
+    monitor_states = [
+        state for key, state in (states.items() if isinstance(states, dict) else [])
+        if str(key).startswith(_STATE_PREFIX) and isinstance(state, dict) and "history" in state
+    ]
+    if not monitor_states:
+        raise NoMonitorData(f"{path} holds no ComplexityMonitor state (was the monitor attached during that fit?)")
+    for state in monitor_states:
+        version = state.get("version", _STATE_VERSION)
+        if version != _STATE_VERSION:
+            raise NoMonitorData(f"{path}: ComplexityMonitor state version {version!r} cannot be read (this lightning_complexity reads version {_STATE_VERSION}; upgrade it)")
+    histories = [MetricHistory.from_state_dict(state["history"]) for state in monitor_states]
+    if len(histories) == 1:
+        history = histories[0]
+    else:  # several monitors in one fit: one table, still in measurement order
+        history = MetricHistory(sorted((row for h in histories for row in h), key=lambda row: row.step))
+    if len(history) == 0:
+        raise NoMonitorData(f"{path} holds ComplexityMonitor state without measurements yet (saved before the first one)")
+    layer_algebra = next((state["layer_algebra"] for state in monitor_states if state.get("layer_algebra")), None)
+    return RunData(history=history, path=path, kind="checkpoint", layer_algebra=_layer_algebra_frame(layer_algebra))
+
+
+def _torch_load(path: Path) -> Any:
+    import torch
+
+    try:  # memory-mapped: a large model's weights are not read, only the callback state is
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files cannot be memory-mapped; retry plainly
+        pass
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise NoMonitorData(f"{path} is not a Lightning checkpoint that torch.load can read ({type(error).__name__}: {_first_line(error)})") from error
+
+
+def _layer_algebra_frame(columns: Any) -> pd.DataFrame | None:
+    if not isinstance(columns, dict) or not columns:
+        return None
+    import pandas as pd
+
+    return pd.DataFrame(columns)
+
+
+# ---------------------------------------------------------------------- TensorBoard
+def _from_tensorboard(path: Path) -> RunData:
+    """Rows from ``complexity/<metric>/<site>`` scalars; the epoch of each step from ``complexity_meta/epoch``.
+
+    A step written twice (a resumed fit logging into the same folder) keeps the later value.
+    """
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    # size 0 keeps every scalar (the default keeps a 10,000-point sample per tag); images and
+    # histograms are not needed.
+    guidance = {ea.SCALARS: 0, ea.IMAGES: 1, ea.HISTOGRAMS: 1, ea.COMPRESSED_HISTOGRAMS: 1, ea.TENSORS: 1, ea.AUDIO: 1}
+    accumulator = ea.EventAccumulator(str(path), size_guidance=guidance)
+    try:
+        accumulator.Reload()
+    except Exception as error:  # noqa: BLE001 - a corrupt file gets a clear message
+        raise NoMonitorData(f"{path}: TensorBoard events could not be read ({type(error).__name__}: {_first_line(error)})") from error
+    tags = accumulator.Tags().get("scalars", [])
+    curve_tags = [tag for tag in tags if tag.startswith(PREFIX + "/") and tag.count("/") >= 2]
+    if not curve_tags:
+        raise NoMonitorData(f"{path} holds TensorBoard events but no {PREFIX}/<metric>/<site> scalars (was the monitor attached with a TensorBoardLogger?)")
+    if EPOCH_TAG not in tags:
+        raise NoMonitorData(f"{path} holds {PREFIX}/* scalars but no {EPOCH_TAG} (logs from an older lightning_complexity); export from the run's checkpoint instead")
+    epoch_at_step = {step: int(round(value)) for step, value in _latest_per_step(accumulator.Scalars(EPOCH_TAG)).items()}
+    rows = []
+    for order, tag in enumerate(curve_tags):
+        _, metric, site = tag.split("/", 2)
+        for step, value in _latest_per_step(accumulator.Scalars(tag)).items():
+            if step not in epoch_at_step:
+                raise NoMonitorData(f"{path}: {tag} has a value at step {step} but {EPOCH_TAG} has none there (truncated logs?); export from the run's checkpoint instead")
+            rows.append((step, order, metric, site, value))
+    rows.sort(key=lambda row: (row[0], row[1]))  # measurement order, tags in the order first logged
+    history = MetricHistory((step, epoch_at_step[step], metric, site, value) for step, _, metric, site, value in rows)
+    return RunData(history=history, path=path, kind="tensorboard")
+
+
+def _latest_per_step(events: list[Any]) -> dict[int, float]:
+    latest: dict[int, float] = {}
+    for event in sorted(events, key=lambda e: e.wall_time):
+        latest[int(event.step)] = float(event.value)
+    return dict(sorted(latest.items()))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
+# ---------------------------------------------------------------------- writing
+def _format_of(path: Path, fmt: str | None) -> str:
+    suffix = path.suffix.lstrip(".").lower()
+    if suffix in FORMATS:
+        return suffix
+    if fmt in FORMATS:
+        return fmt
+    raise ValueError(f"cannot tell the format of {path}: expected a suffix or format among {', '.join(FORMATS)}, got format={fmt!r}")
+
+
+def write_history(history: MetricHistory, path: str | Path, fmt: str | None = None) -> Path:
+    """Write ``history`` as CSV, JSON or Parquet: the format of ``path``'s suffix, else ``fmt``.
+
+    Example::
+
+        write_history(run.history, "history.json")
+    """
+    path = Path(path)
+    writers: dict[str, Callable[[Path], Path]] = {"csv": history.to_csv, "json": history.to_json, "parquet": history.to_parquet}
+    return writers[_format_of(path, fmt)](path)
+
+
+def power_laws_path(history_path: str | Path) -> Path:
+    """Where the power-law table goes beside an exported history: ``x.csv`` → ``x_power_laws.csv``."""
+    history_path = Path(history_path)
+    return history_path.with_name(history_path.stem + "_power_laws" + history_path.suffix)
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, (np.floating, float)):
+        if math.isnan(value):
+            return None  # JSON has no NaN or Infinity: null and strings stand for them
+        return float(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def write_power_laws(fits: pd.DataFrame, path: str | Path, fmt: str | None = None) -> Path:
+    """Write a :meth:`MetricHistory.power_law_fits` table as CSV, JSON (records) or Parquet.
+
+    Every format keeps each float exactly (JSON writes NaN as ``null``, infinities as strings).
+
+    Example::
+
+        write_power_laws(run.history.power_law_fits(), "fits.csv")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = _format_of(path, fmt)
+    if fmt == "csv":
+        fits.to_csv(path, index=False)
+    elif fmt == "json":  # records; every float with its shortest round-tripping repr, NaN as null
+        path.write_text(json.dumps([{key: _json_scalar(value) for key, value in record.items()} for record in fits.to_dict(orient="records")]))
+    else:
+        fits.to_parquet(path, index=False)
+    return path
