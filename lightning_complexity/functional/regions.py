@@ -169,6 +169,10 @@ def _pool_windows(module: nn.Module, value: Tensor, fill: float) -> Tensor:
         extra = max(0, (out - 1) * s + span - (size + 2 * p))
         pads.append((p, p + extra))
     padded = F.pad(value, (*pads[1], *pads[0]), value=fill)
+    if dilation == (1, 1):
+        # A strided view: F.unfold (im2col) takes seconds on float64 CPU tensors of this size.
+        windows = padded.unfold(2, kernel[0], stride[0]).unfold(3, kernel[1], stride[1])  # (S, C, oh, ow, kh, kw)
+        return windows.flatten(4).flatten(2, 3).transpose(2, 3)
     columns = F.unfold(padded, kernel, dilation=dilation, stride=stride)
     return columns.view(value.shape[0], value.shape[1], kernel[0] * kernel[1], -1)
 
