@@ -282,7 +282,7 @@ class ComplexityMonitor(Callback):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                self.layer_algebra = layer_algebra(pl_module, self._probe.inputs[:1])
+                self.layer_algebra = layer_algebra(pl_module, self._convert_input(trainer, self._probe.inputs[:1]))
             if caught:
                 self._warn_once(("layer_algebra", "network"), f"lightning_complexity: layer algebra: {caught[0].message}")
         except Exception as error:  # noqa: BLE001 - a static table must never stop training
@@ -387,12 +387,18 @@ class ComplexityMonitor(Callback):
                 # Under DDP each rank runs its shard of the probe; the samples are gathered below.
                 for inputs in self._probe.to(pl_module.device).batches(shard_rows(len(self._probe), rank, world_size)):
                     self._capture.new_forward()
-                    pl_module(inputs)
+                    pl_module(self._convert_input(trainer, inputs))
             captured = self._capture.collect()
         finally:
             for module, training in modes:
                 module.training = training
         return gather_sites(captured, trainer.strategy, len(self._probe), self._capture.maps_budget)
+
+    @staticmethod
+    def _convert_input(trainer: pl.Trainer, inputs: Tensor) -> Tensor:
+        # Under "64-true", "bf16-true" or "16-true" the model's dtype changed: cast the probe the
+        # way Lightning casts training batches.
+        return trainer.precision_plugin.convert_input(inputs)
 
     def _warn_once(self, key: tuple[str, str], message: str) -> None:
         if key not in self._warned:

@@ -95,8 +95,9 @@ def reduce_to_samples(
         torch.Size([10, 8])
     """
     x = tensor.detach()
+    # Every path copies (copy=True): an in-place activation must not overwrite what was kept.
     if x.ndim == 1:
-        return x.to(torch.float64).unsqueeze(1)
+        return x.to(torch.float64, copy=True).unsqueeze(1)
     if x.ndim == 2:
         return x.to(torch.float64, copy=True)
     if channel_dim is None:
@@ -108,7 +109,7 @@ def reduce_to_samples(
     if positions_per_sample is not None and positions_per_sample < x.shape[1]:
         index = torch.linspace(0, x.shape[1] - 1, positions_per_sample, device=x.device).round().long()
         x = x[:, index]
-    return x.to(torch.float64).reshape(-1, x.shape[-1])
+    return x.to(torch.float64, copy=True).reshape(-1, x.shape[-1])
 
 
 def _first_tensor(value: Any) -> Tensor | None:
@@ -270,7 +271,8 @@ class ActivationCapture:
         Sites are in forward order (the order of their first call).
         """
         sites: dict[str, SiteData] = {}
-        for (name, call), buffer in self._buffers.items():
+        buffers, self._buffers = self._buffers, {}  # the chunks are freed once concatenated
+        for (name, call), buffer in buffers.items():
             sites[site_name(name, call)] = SiteData(
                 module=name,
                 call=call,

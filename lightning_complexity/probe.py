@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -94,9 +95,10 @@ class ProbeSet:
         with torch.random.fork_rng(devices=[]):  # iterating a loader draws from the global RNG
             dataset = loader.dataset
             if not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__") and len(dataset) > 0:
-                generator = torch.Generator().manual_seed(seed)
                 count = min(max_samples, len(dataset))
-                indices = torch.randperm(len(dataset), generator=generator)[:count].sort().values.tolist()
+                # random.sample draws `count` indices without materialising a permutation of the
+                # whole dataset (randperm of 1e9 items would take 8 GB).
+                indices = sorted(random.Random(seed).sample(range(len(dataset)), count))
                 collate = loader.collate_fn
                 step = max(1, batch_size)
                 chunks = [

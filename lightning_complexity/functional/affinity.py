@@ -318,6 +318,10 @@ def _batched_scores(x: Tensor, y: Tensor, *, shrinkage: str, ot: str, low_rank: 
     transport = torch.where(constant_output[:, None, None], 0.0, transport)
 
     moved = x_centred @ transport  # A symmetric: rows of z − ȳ = A(x_i − x̄)
+    # Sites whose map failed (e.g. Sy^½ Sx Sy^½ overflowing near 1e77) must not reach the OT
+    # solver with Inf/NaN points: scipy's assignment raises on them. Their score is NaN anyway.
+    moved = torch.where(valid[:, None, None], moved, 0.0)
+    y_centred = torch.where(valid[:, None, None], y_centred, 0.0)
     if ot == "exact":
         w2_squared = exact_ot_cost(moved, y_centred)
     elif ot == "sinkhorn":
