@@ -75,12 +75,23 @@ def power_law_figure(history: MetricHistory, metric: str, by: str = "epoch", win
             axes.plot(grid, fit.predict(grid), "-", color=colour, linewidth=1)
     axes.set_xscale("log")
     axes.set_yscale("log")
+    _plain_log_labels(axes)
     axes.set_xlabel(by)
     axes.set_ylabel(metric)
     axes.set_title(f"{metric}: power-law fits y = a·t^b")
     if curves:
         axes.legend(fontsize=6, loc="best")
     return figure
+
+
+def _plain_log_labels(axes) -> None:
+    """Label log axes 2, 3, 0.5 rather than 2×10⁰: training curves span one or two decades."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
 
 
 def _colours(count: int) -> list:
