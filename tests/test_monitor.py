@@ -311,6 +311,29 @@ def test_resumed_fit_continues_the_curves_without_gaps_or_duplicates(tmp_path) -
     assert MetricHistory.from_state_dict(torch.load(ckpt, weights_only=False)["callbacks"][first.state_key]["history"]).steps() == [0, 8, 16]
 
 
+def test_a_crashed_fit_resumed_from_its_last_checkpoint_equals_an_uninterrupted_one(tmp_path) -> None:
+    train, val = toy_loaders()
+    full = ComplexityMonitor(metrics=["affinity", "effective_dimension"])
+    pl.seed_everything(0, verbose=False)
+    trainer(tmp_path / "full", [full], max_epochs=4).fit(ToyRegressor(dropout=0.0), train, val)
+
+    # The first attempt dies in the middle of the third epoch (step 20 of 8 per epoch).
+    crashed = ComplexityMonitor(metrics=["affinity", "effective_dimension"])
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    pl.seed_everything(0, verbose=False)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer(tmp_path / "crash", [crashed, checkpoints], max_epochs=4, enable_checkpointing=True).fit(
+            ToyRegressor(dropout=0.0, fail_at_step=20), train, val
+        )
+    assert crashed.history.steps() == [0, 8, 16]  # what the monitor had when the run died
+
+    resumed = ComplexityMonitor(metrics=["affinity", "effective_dimension"])
+    trainer(tmp_path / "resume", [resumed], max_epochs=4).fit(ToyRegressor(dropout=0.0), train, val, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert resumed.history == full.history  # bit-identical rows: nothing lost, nothing twice
+    pd_testing = pytest.importorskip("pandas").testing
+    pd_testing.assert_frame_equal(resumed.history.power_law_fits(), full.history.power_law_fits())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
