@@ -27,6 +27,7 @@ from lightning_complexity.distributed import gather_sites, shard_rows
 from lightning_complexity.errors import bad_argument
 from lightning_complexity.history import MetricHistory
 from lightning_complexity.measurement import SiteProblem, compute_metrics
+from lightning_complexity.modes import evaluation_mode
 from lightning_complexity.probe import ProbeSet, default_batch_to_input, resolve_probe_loader
 from lightning_complexity.site_metrics import SiteMetric, resolve_metrics
 from lightning_complexity.sites import LayerSpec, describe_available, select_modules, validate_layer_spec
@@ -378,20 +379,14 @@ class ComplexityMonitor(Callback):
 
     def _run_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
         assert self._capture is not None and self._probe is not None
-        modes = [(module, module.training) for module in pl_module.modules()]
-        pl_module.eval()
         forward_context = getattr(trainer.precision_plugin, "forward_context", contextlib.nullcontext)
         world_size, rank = trainer.world_size, trainer.global_rank
-        try:
-            with torch.no_grad(), self._capture.capturing(), forward_context():
-                # Under DDP each rank runs its shard of the probe; the samples are gathered below.
-                for inputs in self._probe.to(pl_module.device).batches(shard_rows(len(self._probe), rank, world_size)):
-                    self._capture.new_forward()
-                    pl_module(self._convert_input(trainer, inputs))
-            captured = self._capture.collect()
-        finally:
-            for module, training in modes:
-                module.training = training
+        with evaluation_mode(pl_module), self._capture.capturing(), forward_context():
+            # Under DDP each rank runs its shard of the probe; the samples are gathered below.
+            for inputs in self._probe.to(pl_module.device).batches(shard_rows(len(self._probe), rank, world_size)):
+                self._capture.new_forward()
+                pl_module(self._convert_input(trainer, inputs))
+        captured = self._capture.collect()
         return gather_sites(captured, trainer.strategy, len(self._probe), self._capture.maps_budget)
 
     @staticmethod

@@ -61,20 +61,22 @@ Example:
     (114, 2)
 """
 
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import operator
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
+
+from lightning_complexity.modes import evaluation_mode
 
 __all__ = ["LayerAlgebra", "LayerAlgebraTotals", "LayerRow", "layer_algebra", "region_multiplier_log2"]
 
@@ -556,16 +558,6 @@ def _run_hooks(model: nn.Module, example: tuple[Tensor, ...], builder: _Builder)
     return builder.totals(list(example), output, flow, "forward hooks (series assumption)")
 
 
-@contextmanager
-def _evaluation(model: nn.Module) -> Iterator[None]:
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 def layer_algebra(model: nn.Module, example_input: Tensor | tuple[Tensor, ...], *, use_fx: bool = True) -> LayerAlgebra:
@@ -600,7 +592,7 @@ def layer_algebra(model: nn.Module, example_input: Tensor | tuple[Tensor, ...], 
     input_dim = sum(t.numel() for t in example) // max(batch, 1)
     spatial_rank = max(example[0].ndim - 2, 0)
 
-    with _evaluation(model):
+    with evaluation_mode(model):
         if next(model.children(), None) is None:  # a single layer: nothing to trace
             builder = _Builder(model, batch, input_dim, spatial_rank)
             totals = _run_hooks(model, example, builder)

@@ -34,14 +34,8 @@ RELU_ON_GAUSSIAN = 1.0 - math.sqrt(1.0 - 0.5 / math.sqrt(0.5 - 1.0 / (2.0 * math
 POPULATION_TOLERANCE = 1e-3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """One intra-op thread for this module: on a small shared CPU, multi-threaded tiny kernels
-    wait on busy cores (measured 25× slower under load); the results do not depend on it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny tensors on a small shared CPU: one intra-op thread (see conftest.single_torch_thread).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _generator(seed: int) -> torch.Generator:

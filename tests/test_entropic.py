@@ -20,13 +20,8 @@ from lightning_complexity.functional.entropic import EntropicComplexityResult, e
 LN2, LN4 = math.log(2), math.log(4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensor ops on a shared 2-core machine: one intra-op thread avoids OpenMP contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors on a small shared CPU: one intra-op thread (see conftest.single_torch_thread).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _uniform(n: int, d: int = 1, seed: int = 0) -> torch.Tensor:

@@ -14,13 +14,8 @@ from torch import nn
 
 from lightning_complexity.layer_algebra import LayerAlgebra, layer_algebra, region_multiplier_log2
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """Small tensors: one thread avoids OpenMP contention on shared machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors on a small shared CPU: one intra-op thread (see conftest.single_torch_thread).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # --- compact builders with torchvision's exact layer shapes ----------------------------------------------

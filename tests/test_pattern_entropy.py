@@ -12,13 +12,8 @@ import torch
 from lightning_complexity.functional.pattern_entropy import activation_pattern_entropy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensor ops on a shared 2-core machine: one intra-op thread avoids OpenMP contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors on a small shared CPU: one intra-op thread (see conftest.single_torch_thread).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _reference(pre: np.ndarray) -> float:

@@ -51,14 +51,8 @@ def _settings(max_examples: int):
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """Hundreds of tiny problems: with one intra-op thread, Sinkhorn's 300 small iterations do not
-    spin-wait on a busy 2-core machine (measured: 0.13 s instead of 7.5 s for 3 × 200 × 48)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors on a small shared CPU: one intra-op thread (see conftest.single_torch_thread).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

@@ -13,13 +13,8 @@ from torch import nn
 from lightning_complexity.functional.regions import LinearRegionCount, count_linear_regions
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on shared machines (10× faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors on a small shared CPU: one intra-op thread (see conftest.single_torch_thread).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def tent_map_network(depth: int) -> nn.Sequential:

@@ -46,6 +46,7 @@ Example:
     [0.25, 0.5, 0.75]
 """
 
+
 from __future__ import annotations
 
 import math
@@ -60,6 +61,8 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+
+from lightning_complexity.modes import evaluation_mode
 
 __all__ = ["LinearRegionCount", "count_linear_regions"]
 
@@ -256,17 +259,6 @@ def _recording(modules: list[nn.Module], with_slopes: bool) -> Iterator[list[_Ca
             handle.remove()
 
 
-@contextmanager
-def _evaluation(model: nn.Module) -> Iterator[None]:
-    """Eval mode and ``no_grad`` for the duration; every module's training flag restored after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 def _output_leaves(output: Any) -> list[Tensor]:
@@ -492,7 +484,7 @@ def count_linear_regions(
         raise ValueError(f"`step={step}` is not accepted: expected 0 < step < 0.5")
 
     boundaries: tuple[Tensor, ...] | None = None
-    with _evaluation(model), warnings.catch_warnings():
+    with evaluation_mode(model), warnings.catch_warnings():
         # torch scripts its forward-AD decompositions on first use and warns that jit is deprecated.
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.script`", category=DeprecationWarning)
         if method == "exact":
