@@ -31,7 +31,8 @@ def _new_figure(width: float, height: float) -> Figure:
 def signature_heatmap(history: MetricHistory, metric: str) -> Figure:
     """Sites (rows, forward order) × measurements (columns, by epoch) of one metric, as a heatmap."""
     sites = history.sites(metric)
-    steps = [s for s in history.steps() if any(r.metric == metric and r.step == s for r in history)]
+    measured = {r.step for r in history if r.metric == metric}  # one pass, not one per step
+    steps = [s for s in history.steps() if s in measured]
     grid = np.full((len(sites), len(steps)), np.nan)
     epochs = {}
     row_of = {s: i for i, s in enumerate(sites)}
