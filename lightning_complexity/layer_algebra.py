@@ -77,6 +77,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from lightning_complexity.modes import evaluation_mode
+from lightning_complexity.nesting import tensor_leaves
 
 __all__ = ["LayerAlgebra", "LayerAlgebraTotals", "LayerRow", "layer_algebra", "region_multiplier_log2"]
 
@@ -271,16 +272,6 @@ class _Flow:
     depth: int
 
 
-def _tensor_leaves(value: Any) -> list[Tensor]:
-    if isinstance(value, Tensor):
-        return [value]
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [leaf for item in value for leaf in _tensor_leaves(item)]
-    return []
-
-
 def _per_sample(tensors: list[Tensor], batch: int) -> int:
     return sum(t.numel() for t in tensors) // max(batch, 1)
 
@@ -394,7 +385,7 @@ class _Builder:
         self, name: str, module: nn.Module, type_name: str, inputs: list[Tensor], in_flows: list[_Flow], output: Any,
         *, functional: bool = False,
     ) -> _Flow:
-        out_tensors = _tensor_leaves(output)
+        out_tensors = tensor_leaves(output)
         first_out = out_tensors[0] if out_tensors else None
         in_flow = self.merge(in_flows, inputs[0] if inputs else None)
         in_size, out_size = _per_sample(inputs, self.batch), _per_sample(out_tensors[:1], self.batch)
@@ -451,7 +442,7 @@ class _Builder:
         return None, None
 
     def totals(self, inputs: list[Tensor], output: Any, output_flow: _Flow, structure: str) -> LayerAlgebraTotals:
-        out_size = _per_sample(_tensor_leaves(output), self.batch)
+        out_size = _per_sample(tensor_leaves(output), self.batch)
         in_size = _per_sample(inputs, self.batch)
         fields_ = [r.receptive_field for r in self.rows if r.receptive_field is not None]
         return LayerAlgebraTotals(
@@ -504,7 +495,7 @@ def _run_fx(model: nn.Module, graph: fx.Graph, example: tuple[Tensor, ...], buil
             args, kwargs = self.fetch_args_kwargs_from_env(node)
             inputs = [a for a in args if isinstance(a, Tensor)] + [v for v in kwargs.values() if isinstance(v, Tensor)]
             in_flows = [flows[n] for n in node.all_input_nodes if n in flows]
-            first = (_tensor_leaves(result) or [None])[0]
+            first = (tensor_leaves(result) or [None])[0]
             if node.op == "placeholder":
                 flows[node] = builder.input_flow(result) if isinstance(result, Tensor) else None
             elif node.op == "call_module":
@@ -542,7 +533,7 @@ def _run_hooks(model: nn.Module, example: tuple[Tensor, ...], builder: _Builder)
         # A tensor no hook has seen was made outside a module: assume it continues the latest output.
         in_flows = [known[id(t)][1] if id(t) in known else latest[-1] for t in inputs]
         flow = builder.layer(names[module], module, type(module).__name__, inputs, in_flows, output)
-        for t in _tensor_leaves(output):
+        for t in tensor_leaves(output):
             known[id(t)] = (t, flow)  # keeping t alive keeps its id unique
         latest.append(flow)
 
@@ -553,11 +544,9 @@ def _run_hooks(model: nn.Module, example: tuple[Tensor, ...], builder: _Builder)
     finally:
         for handle in handles:
             handle.remove()
-    out_flows = [known[id(t)][1] if id(t) in known else latest[-1] for t in _tensor_leaves(output)]
+    out_flows = [known[id(t)][1] if id(t) in known else latest[-1] for t in tensor_leaves(output)]
     flow = builder.merge(out_flows, None)
     return builder.totals(list(example), output, flow, "forward hooks (series assumption)")
-
-
 
 
 def layer_algebra(model: nn.Module, example_input: Tensor | tuple[Tensor, ...], *, use_fx: bool = True) -> LayerAlgebra:

@@ -63,6 +63,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lightning_complexity.modes import evaluation_mode
+from lightning_complexity.nesting import tensor_leaves
 
 __all__ = ["LinearRegionCount", "count_linear_regions"]
 
@@ -259,18 +260,6 @@ def _recording(modules: list[nn.Module], with_slopes: bool) -> Iterator[list[_Ca
             handle.remove()
 
 
-
-
-def _output_leaves(output: Any) -> list[Tensor]:
-    if isinstance(output, Tensor):
-        return [output]
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, (list, tuple)):
-        return [leaf for item in output for leaf in _output_leaves(item)]
-    return []
-
-
 class _Runner:
     """Calls the model in the requested dtype without casting the module itself."""
 
@@ -291,7 +280,7 @@ class _Runner:
 
 def _flat_output(output: Any, with_slopes: bool) -> tuple[Tensor, Tensor]:
     """Model output leaves as one ``(S, elements)`` tensor, and their slopes (zeros without slopes)."""
-    leaves = _output_leaves(output)
+    leaves = tensor_leaves(output)
     if with_slopes:
         pairs = [fwAD.unpack_dual(leaf) for leaf in leaves]
     else:
