@@ -341,9 +341,7 @@ class ComplexityMonitor(Callback):
 
         scalars = {}
         for (metric, site), (t, y) in self.history.curves(self.power_law_axis).items():
-            if np.count_nonzero(t > 0) < 4:
-                continue  # SPEC §4: fit only with ≥ 4 points
-            fit = fit_power_law(t, y, window=self.power_law_window)
+            fit = fit_power_law(t, y, window=self.power_law_window)  # NaN below SPEC §4's 4 points
             if np.isfinite(fit.exponent):
                 scalars[f"powerlaw/{metric}/{site}/exponent"] = fit.exponent
                 scalars[f"powerlaw/{metric}/{site}/r2"] = fit.r2
@@ -357,8 +355,8 @@ class ComplexityMonitor(Callback):
             return
         from lightning_complexity.figures import power_law_figure
 
-        curves = self.history.curves(self.power_law_axis)
-        drawable = {m for (m, _), (t, y) in curves.items() if np.count_nonzero((t > 0) & (y > 0)) >= 4}
+        fits = self.history.power_law_fits(self.power_law_axis, self.power_law_window)
+        drawable = set(fits.loc[np.isfinite(fits["exponent"]), "metric"])  # metrics with at least one fit
         for metric in [m for m in self.history.metrics() if m in drawable]:
             try:
                 figure = power_law_figure(self.history, metric, self.power_law_axis, self.power_law_window)
