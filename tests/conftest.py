@@ -1,34 +1,38 @@
-"""Shared test fixtures: the reference cases in ../shared/fixtures and small helpers."""
+"""Shared test fixtures: the reference cases in tests/data and small helpers."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-_DEFAULT_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-
-
-def _fixtures_root() -> Path:
-    return Path(os.environ.get("LIGHTNING_COMPLEXITY_FIXTURES", _DEFAULT_FIXTURES))
+#: the reference cases (a copy of the project's shared fixtures, with their README), kept inside
+#: the project so that a clone alone runs them.
+FIXTURES_DIR = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """Folder of the shared reference cases (``cases.json`` and the ``.npz`` files)."""
-    root = _fixtures_root()
-    if not (root / "cases.json").is_file():
-        pytest.skip(f"reference fixtures not found at {root} (set LIGHTNING_COMPLEXITY_FIXTURES)")
-    return root
+    """Folder of the reference cases (``cases.json`` and the ``.npz`` files).
+
+    A missing fixture is a failure, not a skip: a suite that silently skips its references proves
+    nothing.
+    """
+    if not (FIXTURES_DIR / "cases.json").is_file():
+        pytest.fail(f"reference fixtures missing: {FIXTURES_DIR / 'cases.json'} is not in the checkout")
+    return FIXTURES_DIR
 
 
 @pytest.fixture(scope="session")
 def fixture_cases(fixtures_dir: Path) -> dict:
     """The parsed ``cases.json``."""
-    return json.loads((fixtures_dir / "cases.json").read_text())
+    cases = json.loads((fixtures_dir / "cases.json").read_text())
+    missing = [c["file"] for family in cases.values() if isinstance(family, dict) for c in family.get("cases", []) if not (fixtures_dir / c["file"]).is_file()]
+    if missing:
+        pytest.fail(f"reference fixture files missing from {fixtures_dir}: {missing}")
+    return cases
 
 
 @pytest.fixture(scope="module")
