@@ -5,10 +5,15 @@ the Gaussian optimal-transport map ``T(x) = A (x − x̄) + ȳ`` is fitted from 
 and the exact W2 distance between the transported cloud ``T(X)`` and ``Y`` is compared with its
 upper bound ``2 tr(Sy)`` (SPEC §1)::
 
-    Sx = cov(X, ddof=1) + 1e-6·I          Sy = cov(Y, ddof=1) + 1e-6·I
-    A  = Sy^½ (Sy^½ Sx Sy^½)^-½ Sy^½      (A = 0 when tr Sy ≤ 2e-6·d: constant output)
+    Sx = cov(X, ddof=1) + ε_x·I           Sy = cov(Y, ddof=1) + ε_y·I      ε_· = 1e-6·tr(cov)/d
+    A  = Sy^½ (Sy^½ Sx Sy^½)^-½ Sy^½      (constant output, tr Sy ≤ 1e-12·tr Sx: A = 0, ρ = 1)
     W2² = (1/n) min_σ Σ_i ‖A(x_i − x̄) + ȳ − y_σ(i)‖²
     ρ  = 1 − sqrt(W2² / (2 tr Sy))         (no clipping)
+
+The jitter is *relative* (SPEC §1, revised), so ρ(c·X, c·Y) = ρ(X, Y) for every c > 0: a ReLU
+scores the same on activations of any magnitude. ``jitter="absolute"`` is the authors' code
+(``ε = 1e-6``, ``A = 0`` when ``tr Sy ≤ 2e-6·d``), whose score depends on the activations' scale
+(ReLU on N(0, σ²I): 0.625 at σ = 1, 0.878 at σ = 3e-4); the reference fixtures follow it.
 
 An affine map with a PSD linear part scores 1; ReLU on a centred Gaussian scores ≈ 0.6211.
 Samples are rows: ``x, y`` of shape ``(n, d)`` give a scalar, ``(b, n, d)`` give ``(b,)`` — one
@@ -38,6 +43,7 @@ from lightning_complexity.functional.ot import exact_ot_cost, paired_cost, sinkh
 
 __all__ = [
     "COVARIANCE_JITTER",
+    "JITTER_OPTIONS",
     "OT_OPTIONS",
     "SHRINKAGE_OPTIONS",
     "affinity_score",
@@ -49,8 +55,13 @@ __all__ = [
 
 SHRINKAGE_OPTIONS = ("none", "ledoit_wolf", "auto")
 OT_OPTIONS = ("exact", "sinkhorn", "paired")
-COVARIANCE_JITTER = 1e-6  # added to both covariances, as the authors do
-_CONSTANT_TRACE_PER_FEATURE = 2e-6  # tr Sy ≤ 2e-6·d means the output is constant (jitter only)
+JITTER_OPTIONS = ("relative", "absolute")
+# Relative (default): ε = 1e-6·tr(cov)/d per covariance. Absolute (the authors' code): ε = 1e-6.
+COVARIANCE_JITTER = 1e-6
+# Relative rule: an output with tr Sy ≤ 1e-12·tr Sx (before jitter) is a constant map (A = 0, ρ = 1).
+_CONSTANT_OUTPUT_RATIO = 1e-12
+# Absolute rule (authors): tr Sy ≤ 2e-6·d, jitter included, means the output is constant.
+_CONSTANT_TRACE_PER_FEATURE = 2e-6
 _CPU_GROUP_BYTES = 16 * 2**20  # float64 (sites, n, d) sample arrays per group on the CPU
 
 
@@ -72,18 +83,24 @@ def _covariance_coefficients(
     sum_quartic: Tensor,
     gram_frobenius_sq: Tensor,
     ledoit_wolf: bool,
+    jitter: str = "relative",
 ) -> tuple[Tensor, Tensor]:
     """``(α, β)`` with the jittered covariance ``S = α·xcᵀxc + β·I`` (per site).
 
-    Plain: ``α = 1/(n − 1)``, ``β = 1e-6``. Ledoit–Wolf (sklearn's, 1/n-normalised):
-    ``α = (1 − s)/n``, ``β = s·μ + 1e-6``.
+    Before jitter, plain: ``α = 1/(n − 1)``, ``β = 0``; Ledoit–Wolf (sklearn's, 1/n-normalised):
+    ``α = (1 − s)/n``, ``β = s·μ``. The jitter adds ``1e-6·tr(S)/d`` to ``β`` (relative) or
+    ``1e-6`` (absolute). Ledoit–Wolf keeps the trace, so both give the same relative jitter.
     """
     n_t = torch.as_tensor(n, dtype=sum_squares.dtype, device=sum_squares.device)
-    if not ledoit_wolf:
-        alpha = (1.0 / (n_t - 1.0)).expand_as(sum_squares)
-        return alpha, torch.full_like(sum_squares, COVARIANCE_JITTER)
-    shrinkage, mu = ledoit_wolf_shrinkage_from_sums(n, num_features, sum_squares, sum_quartic, gram_frobenius_sq)
-    return (1.0 - shrinkage) / n_t, shrinkage * mu + COVARIANCE_JITTER
+    if ledoit_wolf:
+        shrinkage, mu = ledoit_wolf_shrinkage_from_sums(n, num_features, sum_squares, sum_quartic, gram_frobenius_sq)
+        alpha, beta = (1.0 - shrinkage) / n_t, shrinkage * mu
+    else:
+        alpha, beta = (1.0 / (n_t - 1.0)).expand_as(sum_squares), torch.zeros_like(sum_squares)
+    if jitter == "absolute":
+        return alpha, beta + COVARIANCE_JITTER
+    trace_per_feature = (alpha * sum_squares) / num_features + beta
+    return alpha, beta + COVARIANCE_JITTER * trace_per_feature
 
 
 def _eigh(matrix: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -213,7 +230,9 @@ def _finite_sites(*tensors: Tensor) -> Tensor:
     return mask
 
 
-def affinity_score(x: Tensor, y: Tensor, *, shrinkage: str = "none", ot: str = "exact") -> Tensor:
+def affinity_score(
+    x: Tensor, y: Tensor, *, shrinkage: str = "none", ot: str = "exact", jitter: str = "relative"
+) -> Tensor:
     """Affinity score ρ_aff of activation input ``x`` and output ``y``, per site.
 
     Args:
@@ -228,6 +247,10 @@ def affinity_score(x: Tensor, y: Tensor, *, shrinkage: str = "none", ot: str = "
             :func:`~lightning_complexity.functional.ot.sinkhorn_ot_cost`) or ``"paired"``
             (identity coupling: an upper bound on W2², so never a higher score; equal to exact on
             every reference case with d ≥ 16, up to 7e-3 low at d = 4).
+        jitter: ``"relative"`` (default, SPEC §1): ``ε = 1e-6·tr(S)/d`` is added to each
+            covariance and an output with ``tr Sy ≤ 1e-12·tr Sx`` is constant (``ρ = 1``), so the
+            score does not depend on the activations' scale. ``"absolute"``: the authors' code,
+            ``ε = 1e-6`` and ``A = 0`` when ``tr Sy ≤ 2e-6·d`` (the reference fixtures' values).
 
     Returns:
         float64 scores on the input's device: a scalar for ``(n, d)`` input, ``(b,)`` otherwise.
@@ -251,6 +274,7 @@ def affinity_score(x: Tensor, y: Tensor, *, shrinkage: str = "none", ot: str = "
     """
     _check_option("shrinkage", shrinkage, SHRINKAGE_OPTIONS)
     _check_option("ot", ot, OT_OPTIONS)
+    _check_option("jitter", jitter, JITTER_OPTIONS)
     xb, yb, unbatched = _validated_pair(x, y)
     sites, n, d = xb.shape
     if n < 2 or d < 1 or sites == 0:
@@ -261,24 +285,30 @@ def affinity_score(x: Tensor, y: Tensor, *, shrinkage: str = "none", ot: str = "
         # are fresh mmap'd pages on every call. Accelerators get the whole stack at once.
         group = max(1, _CPU_GROUP_BYTES // (8 * n * d))
         scores = torch.cat(
-            [_batched_scores(xb[i : i + group], yb[i : i + group], shrinkage=shrinkage, ot=ot) for i in range(0, sites, group)]
+            [_batched_scores(xb[i : i + group], yb[i : i + group], shrinkage=shrinkage, ot=ot, jitter=jitter) for i in range(0, sites, group)]
         )
     else:
-        scores = _batched_scores(xb, yb, shrinkage=shrinkage, ot=ot)
+        scores = _batched_scores(xb, yb, shrinkage=shrinkage, ot=ot, jitter=jitter)
     return scores[0] if unbatched else scores
 
 
-def _batched_scores(x: Tensor, y: Tensor, *, shrinkage: str, ot: str, low_rank: bool | None = None) -> Tensor:
+def _batched_scores(
+    x: Tensor, y: Tensor, *, shrinkage: str, ot: str, jitter: str = "relative", low_rank: bool | None = None
+) -> Tensor:
     """Scores of validated ``(b, n, d)`` stacks (any real dtype), ``n ≥ 2``.
 
     ``low_rank=None`` takes the joint-span path when ``d > 2n``; tests force either path.
     """
     sites, n, d = x.shape
-    # Means accumulate in float64; centring promotes the samples to float64.
-    mean_x = x.mean(dim=-2, keepdim=True, dtype=torch.float64)
-    mean_y = y.mean(dim=-2, keepdim=True, dtype=torch.float64)
-    x_centred = x - mean_x
-    y_centred = y - mean_y
+    # Centre in float64 after subtracting the first sample: a constant column then centres to
+    # exact zeros (its float64 mean of n equal values can be off by an ulp, which made a constant
+    # output of magnitude 1e60 "vary" by 1e44), and a large common offset cancels first.
+    x_shifted = x.to(torch.float64) - x[:, :1].to(torch.float64)
+    y_shifted = y.to(torch.float64) - y[:, :1].to(torch.float64)
+    mean_x = x_shifted.mean(dim=-2, keepdim=True)
+    mean_y = y_shifted.mean(dim=-2, keepdim=True)
+    x_centred = x_shifted - mean_x
+    y_centred = y_shifted - mean_y
     # A NaN or ±inf anywhere in a site makes its column sums non-finite: no full isfinite pass.
     valid = _finite_sites(mean_x, mean_y)
 
@@ -299,11 +329,11 @@ def _batched_scores(x: Tensor, y: Tensor, *, shrinkage: str, ot: str, low_rank: 
         sum_squares = gram.diagonal(dim1=-2, dim2=-1).sum(-1)
         sum_quartic = centred.square().sum(-1).square().sum(-1) if use_lw else sum_squares
         gram_frobenius_sq = gram.square().sum(dim=(-2, -1)) if use_lw else sum_squares
-        alpha, beta = _covariance_coefficients(n, d, sum_squares, sum_quartic, gram_frobenius_sq, use_lw)
+        alpha, beta = _covariance_coefficients(n, d, sum_squares, sum_quartic, gram_frobenius_sq, use_lw, jitter)
         covariances.append(alpha[:, None, None] * gram + beta[:, None, None] * eye)
         traces.append(alpha * sum_squares + beta * d)  # trace of the full d × d covariance
     cov_x, cov_y = covariances
-    trace_y = traces[1]
+    trace_x, trace_y = traces
 
     valid &= _finite_sites(cov_x, cov_y)  # also catches finite samples whose squares overflow
     if not bool(valid.all()):  # rare: one host sync to neutralise broken sites before eigh and OT
@@ -311,10 +341,14 @@ def _batched_scores(x: Tensor, y: Tensor, *, shrinkage: str, ot: str, low_rank: 
         cov_x, cov_y = cov_x.clone(), cov_y.clone()
         cov_x[broken], cov_y[broken] = eye, eye
         x_centred[broken], y_centred[broken] = 0.0, 0.0
+        trace_x = torch.where(valid, trace_x, 1.0)
         trace_y = torch.where(valid, trace_y, 1.0)
+    constant_output = _constant_output(trace_x, trace_y, d, jitter)
+    # A constant output's Sy may be exactly 0 (no jitter to add): give the map an identity to
+    # factor, its A is replaced by 0 below.
+    cov_y = torch.where(constant_output[:, None, None], eye, cov_y)
     transport, converged = _transport_map(cov_x, cov_y)
     valid &= converged
-    constant_output = trace_y <= _CONSTANT_TRACE_PER_FEATURE * d
     transport = torch.where(constant_output[:, None, None], 0.0, transport)
 
     moved = x_centred @ transport  # A symmetric: rows of z − ȳ = A(x_i − x̄)
@@ -328,7 +362,25 @@ def _batched_scores(x: Tensor, y: Tensor, *, shrinkage: str, ot: str, low_rank: 
         w2_squared = sinkhorn_ot_cost(moved, y_centred)
     else:
         w2_squared = paired_cost(moved, y_centred)
+    return _scores_from_cost(w2_squared, trace_y, constant_output, valid, jitter)
+
+
+def _constant_output(trace_x: Tensor, trace_y: Tensor, d: int, jitter: str) -> Tensor:
+    """Sites whose output is a constant map (``A = 0``), by the rule of the jitter mode.
+
+    Relative: ``tr Sy ≤ 1e-12·tr Sx`` (scale-free; jitter included on both sides, which scales
+    both traces by the same ``1 + 1e-6``). Absolute (the authors'): ``tr Sy ≤ 2e-6·d``.
+    """
+    if jitter == "absolute":
+        return trace_y <= _CONSTANT_TRACE_PER_FEATURE * d
+    return trace_y <= _CONSTANT_OUTPUT_RATIO * trace_x
+
+
+def _scores_from_cost(w2_squared: Tensor, trace_y: Tensor, constant_output: Tensor, valid: Tensor, jitter: str) -> Tensor:
+    """``ρ = 1 − sqrt(W2² / (2 tr Sy))``; a constant output scores 1 under the relative rule."""
     scores = 1.0 - torch.sqrt(w2_squared / (2.0 * trace_y))
+    if jitter == "relative":
+        scores = torch.where(constant_output, 1.0, scores)
     return torch.where(valid, scores, float("nan"))
 
 
@@ -394,7 +446,9 @@ def _centred_quartic(count: Tensor, total: Tensor, outer: Tensor, sqnorm_weighte
     )
 
 
-def affinity_score_from_moments(moments: Mapping[str, Tensor], *, shrinkage: str = "none") -> Tensor:
+def affinity_score_from_moments(
+    moments: Mapping[str, Tensor], *, shrinkage: str = "none", jitter: str = "relative"
+) -> Tensor:
     """The ``ot="paired"`` affinity score from the sums of :func:`paired_moments`.
 
     The identity-coupling cost is a quadratic form in the centred sums ``Gx = Σ xc xcᵀ``,
@@ -404,7 +458,7 @@ def affinity_score_from_moments(moments: Mapping[str, Tensor], *, shrinkage: str
 
     Args:
         moments: dict with the keys of :func:`paired_moments`, unbatched or with a batch axis.
-        shrinkage: as in :func:`affinity_score`.
+        shrinkage, jitter: as in :func:`affinity_score`.
 
     Returns:
         float64 score(s); NaN where ``count < 2`` or a sum is not finite.
@@ -419,6 +473,7 @@ def affinity_score_from_moments(moments: Mapping[str, Tensor], *, shrinkage: str
         True
     """
     _check_option("shrinkage", shrinkage, SHRINKAGE_OPTIONS)
+    _check_option("jitter", jitter, JITTER_OPTIONS)
     missing = [key for key in _MOMENT_KEYS if key not in moments]
     if missing:
         raise ValueError(f"`moments` lacks {missing}; expected the keys of paired_moments(): {list(_MOMENT_KEYS)}")
@@ -450,17 +505,20 @@ def affinity_score_from_moments(moments: Mapping[str, Tensor], *, shrinkage: str
     covariances, traces = [], []
     for gram, side in ((gram_x, "x"), (gram_y, "y")):
         sum_squares = gram.diagonal(dim1=-2, dim2=-1).sum(-1)
-        plain = _covariance_coefficients(count, d, sum_squares, sum_squares, sum_squares, False)
+        plain = _covariance_coefficients(count, d, sum_squares, sum_squares, sum_squares, False, jitter)
         quartic = _centred_quartic(count, m[f"sum_{side}"], m[f"outer_{side}"], m[f"sqnorm_weighted_{side}"], m[f"quartic_{side}"])
-        shrunk = _covariance_coefficients(count, d, sum_squares, quartic, gram.square().sum(dim=(-2, -1)), True)
+        shrunk = _covariance_coefficients(count, d, sum_squares, quartic, gram.square().sum(dim=(-2, -1)), True, jitter)
         alpha = torch.where(lw_mask, shrunk[0], plain[0])
         beta = torch.where(lw_mask, shrunk[1], plain[1])
         covariances.append(alpha[:, None, None] * gram + beta[:, None, None] * eye)
         traces.append(alpha * sum_squares + beta * d)
-    trace_y = traces[1]
-    transport, converged = _transport_map(*covariances)
+    trace_x, trace_y = traces
+    constant_output = _constant_output(trace_x, trace_y, d, jitter)
+    cov_x, cov_y = covariances
+    cov_y = torch.where(constant_output[:, None, None], eye, cov_y)  # may be exactly 0; A = 0 below
+    transport, converged = _transport_map(cov_x, cov_y)
     valid &= converged
-    transport = torch.where((trace_y <= _CONSTANT_TRACE_PER_FEATURE * d)[:, None, None], 0.0, transport)
+    transport = torch.where(constant_output[:, None, None], 0.0, transport)
 
     squared_transport = transport @ transport
     cost = (
@@ -468,8 +526,7 @@ def affinity_score_from_moments(moments: Mapping[str, Tensor], *, shrinkage: str
         - 2.0 * (transport * gram_xy).sum(dim=(-2, -1))  # tr(A Gxy) = Σ A_ij Gxy_ij (A symmetric)
         + gram_y.diagonal(dim1=-2, dim2=-1).sum(-1)
     ) / count
-    scores = 1.0 - torch.sqrt(cost.clamp_min(0.0) / (2.0 * trace_y))
-    scores = torch.where(valid, scores, float("nan"))
+    scores = _scores_from_cost(cost.clamp_min(0.0), trace_y, constant_output, valid, jitter)
     return scores[0] if unbatched else scores
 
 

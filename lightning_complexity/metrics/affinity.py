@@ -25,6 +25,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from lightning_complexity.functional.affinity import (
+    JITTER_OPTIONS,
     OT_OPTIONS,
     SHRINKAGE_OPTIONS,
     affinity_score,
@@ -59,6 +60,8 @@ class AffinityScore(Metric):
         shrinkage: ``"none"``, ``"ledoit_wolf"`` or ``"auto"`` (Ledoit–Wolf when n < 10·d), as in
             :func:`~lightning_complexity.functional.affinity.affinity_score`.
         ot: ``"exact"`` (default), ``"sinkhorn"`` or ``"paired"``.
+        jitter: ``"relative"`` (default, scale-free) or ``"absolute"`` (the authors' code), as in
+            :func:`~lightning_complexity.functional.affinity.affinity_score`.
         max_samples: for ``"exact"``/``"sinkhorn"``, the number of (input, output) pairs each
             process keeps (the first ones seen); later samples are ignored. Under DDP the score is
             computed on all processes' kept samples together. Unused by ``"paired"``, which
@@ -89,6 +92,7 @@ class AffinityScore(Metric):
         self,
         shrinkage: str = "none",
         ot: str = "exact",
+        jitter: str = "relative",
         max_samples: int = 2048,
         num_features: int | None = None,
         **kwargs: object,
@@ -98,12 +102,15 @@ class AffinityScore(Metric):
             raise ValueError(f"`shrinkage` must be one of {', '.join(map(repr, SHRINKAGE_OPTIONS))}, got {shrinkage!r}")
         if ot not in OT_OPTIONS:
             raise ValueError(f"`ot` must be one of {', '.join(map(repr, OT_OPTIONS))}, got {ot!r}")
+        if jitter not in JITTER_OPTIONS:
+            raise ValueError(f"`jitter` must be one of {', '.join(map(repr, JITTER_OPTIONS))}, got {jitter!r}")
         if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 2:
             raise ValueError(f"`max_samples` must be an integer ≥ 2, got {max_samples!r}")
         if num_features is not None and (isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1):
             raise ValueError(f"`num_features` must be a positive integer or None, got {num_features!r}")
         self.shrinkage = shrinkage
         self.ot = ot
+        self.jitter = jitter
         self.max_samples = max_samples
         self.num_features = num_features
         if ot == "paired":
@@ -152,7 +159,9 @@ class AffinityScore(Metric):
             if self.sum_x.numel() == 0:
                 return torch.tensor(float("nan"), dtype=torch.float64, device=self.sum_x.device)
             moments = {name: getattr(self, name) for name in _MOMENT_SHAPES}
-            return affinity_score_from_moments(moments, shrinkage=self.shrinkage)
+            return affinity_score_from_moments(moments, shrinkage=self.shrinkage, jitter=self.jitter)
         if isinstance(self.inputs, list) and not self.inputs:  # after a DDP sync it is one tensor
             return torch.tensor(float("nan"), dtype=torch.float64, device=self.device)
-        return affinity_score(dim_zero_cat(self.inputs), dim_zero_cat(self.outputs), shrinkage=self.shrinkage, ot=self.ot)
+        return affinity_score(
+            dim_zero_cat(self.inputs), dim_zero_cat(self.outputs), shrinkage=self.shrinkage, ot=self.ot, jitter=self.jitter
+        )

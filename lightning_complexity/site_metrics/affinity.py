@@ -23,7 +23,13 @@ from torch import Tensor
 
 from lightning_complexity.capture import SiteData, SiteNeeds
 from lightning_complexity.errors import bad_argument
-from lightning_complexity.functional.affinity import OT_OPTIONS, SHRINKAGE_OPTIONS, affinity_score, signature_summary
+from lightning_complexity.functional.affinity import (
+    JITTER_OPTIONS,
+    OT_OPTIONS,
+    SHRINKAGE_OPTIONS,
+    affinity_score,
+    signature_summary,
+)
 from lightning_complexity.site_metrics.base import SiteGroup, SiteMetric
 from lightning_complexity.sites import LayerSpec
 
@@ -38,6 +44,8 @@ class Affinity(SiteMetric):
             Only modules whose input and output have the same width can be scored.
         shrinkage: ``"none"``, ``"ledoit_wolf"`` or ``"auto"`` (Ledoit–Wolf when n < 10·d).
         ot: ``"exact"`` (default, the definition), ``"sinkhorn"`` or ``"paired"``.
+        jitter: ``"relative"`` (default: the score does not depend on the activations' scale) or
+            ``"absolute"`` (the authors' code: 1e-6·I, so small activations score too high).
         figure_every_n: draw the signature heatmap at every n-th measurement (0: never). Drawing
             costs ~0.1 s, a tenth of a default measurement, so it is not redrawn every time.
     """
@@ -47,7 +55,14 @@ class Affinity(SiteMetric):
     needs = SiteNeeds(input=True, output=True)
     summary_metric = "affinity_signature"
 
-    def __init__(self, layers: LayerSpec = None, shrinkage: str = "none", ot: str = "exact", figure_every_n: int = 5) -> None:
+    def __init__(
+        self,
+        layers: LayerSpec = None,
+        shrinkage: str = "none",
+        ot: str = "exact",
+        figure_every_n: int = 5,
+        jitter: str = "relative",
+    ) -> None:
         super().__init__(layers)
         if isinstance(figure_every_n, bool) or not isinstance(figure_every_n, int) or figure_every_n < 0:
             raise bad_argument("Affinity(figure_every_n=...)", figure_every_n, "an int >= 0")
@@ -57,8 +72,11 @@ class Affinity(SiteMetric):
             raise bad_argument("Affinity(shrinkage=...)", shrinkage, f"one of {SHRINKAGE_OPTIONS}")
         if ot not in OT_OPTIONS:
             raise bad_argument("Affinity(ot=...)", ot, f"one of {OT_OPTIONS}")
+        if jitter not in JITTER_OPTIONS:
+            raise bad_argument("Affinity(jitter=...)", jitter, f"one of {JITTER_OPTIONS}")
         self.shrinkage = shrinkage
         self.ot = ot
+        self.jitter = jitter
 
     def group_key(self, data: SiteData) -> tuple | None:
         key = super().group_key(data)
@@ -67,7 +85,8 @@ class Affinity(SiteMetric):
         return key
 
     def compute(self, group: SiteGroup) -> dict[str, Tensor]:
-        return {"affinity": affinity_score(group.inputs, group.outputs, shrinkage=self.shrinkage, ot=self.ot)}
+        scores = affinity_score(group.inputs, group.outputs, shrinkage=self.shrinkage, ot=self.ot, jitter=self.jitter)
+        return {"affinity": scores}
 
     def summarize(self, sites: list[str], values: dict[str, Tensor]) -> dict[tuple[str, str], Tensor]:
         return {(self.summary_metric, stat): value for stat, value in signature_summary(values["affinity"]).items()}
@@ -81,4 +100,4 @@ class Affinity(SiteMetric):
         return {"affinity_signature": signature_heatmap(history, "affinity")}
 
     def __repr__(self) -> str:
-        return f"Affinity(layers={self.layers!r}, shrinkage={self.shrinkage!r}, ot={self.ot!r})"
+        return f"Affinity(layers={self.layers!r}, shrinkage={self.shrinkage!r}, ot={self.ot!r}, jitter={self.jitter!r})"
