@@ -16,6 +16,36 @@ Only points with finite ``t > 0`` and ``y > 0`` inside the window count (for bot
 fit needs at least 4 of them; otherwise every value is NaN and ``n_points`` says how many there
 were. Always report ``r2`` next to ``exponent``: real training curves are noisy.
 
+Beside the analytic interval, the log-log fit reports a **bootstrap** 95 % interval of ``b``
+(``boot_low``, ``boot_high``): a studentised residual bootstrap (bootstrap-t). The times stay
+fixed (they are epochs, not a sample); each of ``bootstrap`` resamples puts the leverage-corrected,
+centred residuals ``r_i / sqrt(1 − h_i)`` back on the fitted line in random order, refits, and
+records ``t* = (b* − b) / se*``; the interval is ``[b − t*_{0.975}·se, b − t*_{0.025}·se]``. It does
+not assume Gaussian residuals. Seeded (``seed``), so a fit is a pure function of its inputs.
+Measured coverage of the true exponent (noisy ``y = 3 t^-0.5``, log-normal and Student-t₃ noise,
+400 series each): 0.91–0.92 at 4 points, 0.93–0.96 from 5 points on (the analytic interval:
+0.94–0.96, exact for Gaussian log-noise). The plain percentile bootstrap was rejected: 0.78 at 4
+points, 0.87 at 6. Cost with the default 999 resamples: 0.35 ms per fit at 20 points, 1 ms at 200,
+13 ms at 2000 (0.1 ms without), measured on a 2-core CPU.
+
+``t_min="auto"`` picks the start of the power-law regime by goodness of fit: over the candidate
+lower cutoffs (the usable times, keeping at least 5 points), in increasing order, the first one
+whose points show no curvature in log-log space — the quadratic term of ``ln y = α + b ln t +
+c (ln t)²`` not significant at 5 % (t-test, ``n − 3`` degrees of freedom) — is taken; if every
+candidate is curved, the least curved one (largest p-value). On an exact power law it keeps every
+point 95 % of the time; early transients (the first epochs of training) are cut off.
+
+An exponent is **conclusive** (``fit.conclusive``) when all of these hold:
+
+- at least 5 points for the power law (6 for the offset model): at least 3 residual degrees of
+  freedom, so neither interval rests on 2;
+- ``R² ≥ 0.5``: the power law explains most of the variation it is fitted to;
+- the analytic 95 % interval excludes 0, and so does the bootstrap one (power law only): the sign
+  of the trend is settled whichever interval one trusts.
+
+A fit that is not conclusive is still reported (exponent, intervals, R²), but it should not be
+quoted as "the layer's metric grows like t^b".
+
 Example:
     >>> t = [1, 2, 4, 8, 16]
     >>> fit = fit_power_law(t, [3.0 * x**-0.5 for x in t])
@@ -29,7 +59,7 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -41,6 +71,13 @@ __all__ = ["PowerLawFit", "fit_power_law"]
 
 _MIN_POINTS = 4
 _CONFIDENCE = 0.95
+# conclusive: residual degrees of freedom ≥ 3 and R² ≥ 0.5 (see the module docstring).
+_CONCLUSIVE_MIN_DOF = 3
+_CONCLUSIVE_MIN_R2 = 0.5
+# t_min="auto": a candidate start needs this many points, and its curvature p-value ≥ this level.
+_AUTO_MIN_POINTS = 5
+_CURVATURE_LEVEL = 0.05
+_BOOTSTRAP_DEFAULT = 999
 # Exponents tried to initialise the offset model; curve_fit may leave this range.
 _EXPONENT_GRID = np.linspace(-4.0, 4.0, 161)
 
@@ -60,6 +97,12 @@ class PowerLawFit:
         n_points: number of usable points (finite, ``t > 0``, ``y > 0``, inside the window).
         offset: ``c``; exactly 0 for the plain power law.
         model: ``"power_law"`` or ``"offset_power_law"``.
+        boot_low, boot_high: bootstrap-t 95% interval of ``b`` (power law only; NaN for the offset
+            model, without ``bootstrap`` resamples, or when the fit failed).
+        t_min: the smallest time the fit used (the chosen cutoff with ``t_min="auto"``); NaN if
+            no point was usable.
+        conclusive: whether the exponent passes the rule of the module docstring (≥ 3 residual
+            degrees of freedom, R² ≥ 0.5, both 95% intervals exclude 0).
     """
 
     exponent: float
@@ -71,6 +114,10 @@ class PowerLawFit:
     n_points: int
     offset: float = 0.0
     model: str = "power_law"
+    boot_low: float = math.nan
+    boot_high: float = math.nan
+    t_min: float = math.nan
+    conclusive: bool = False
 
     def predict(self, t: Any) -> np.ndarray:
         """``c + a·t^b`` at the given times, as a float64 array.
@@ -86,8 +133,8 @@ class PowerLawFit:
         """The fields as a flat dict, for export next to a metric history.
 
         Example:
-            >>> sorted(PowerLawFit(-1.0, 2.0, 1.0, 0.0, -1.0, -1.0, 4).to_dict())[:3]
-            ['ci_high', 'ci_low', 'exponent']
+            >>> sorted(PowerLawFit(-1.0, 2.0, 1.0, 0.0, -1.0, -1.0, 4).to_dict())[:4]
+            ['boot_high', 'boot_low', 'ci_high', 'ci_low']
         """
         return dataclasses.asdict(self)
 
@@ -98,6 +145,9 @@ def fit_power_law(
     *,
     window: tuple[float | None, float | None] | None = None,
     offset: bool = False,
+    t_min: float | str | None = None,
+    bootstrap: int = _BOOTSTRAP_DEFAULT,
+    seed: int = 0,
 ) -> PowerLawFit:
     """Fit ``y ≈ a·t^b`` (or ``y ≈ c + a·t^b`` with ``offset=True``) to a series.
 
@@ -106,12 +156,17 @@ def fit_power_law(
         y: values at those times, same length as ``t``.
         window: ``(t_min, t_max)``, inclusive; either end may be None (unbounded). None: all.
         offset: fit the saturating model ``y = c + a·t^b`` instead of the plain power law.
+        t_min: lower cutoff applied inside the window: None (none), a number, or ``"auto"`` (the
+            first cutoff whose points show no log-log curvature, see the module docstring).
+        bootstrap: number of bootstrap-t resamples for ``boot_low``/``boot_high`` (0: none).
+        seed: seed of the bootstrap resampling.
 
     Returns:
         A :class:`PowerLawFit`; NaN values when fewer than 4 points are usable or the fit fails.
 
     Raises:
-        ValueError: ``t``/``y`` are not 1-D numeric of equal length, or ``window`` is malformed.
+        ValueError: ``t``/``y`` are not 1-D numeric of equal length, or ``window``, ``t_min``,
+            ``bootstrap`` or ``seed`` is malformed.
 
     Example:
         >>> import numpy as np
@@ -121,6 +176,13 @@ def fit_power_law(
         (2.0, 5.0, -0.7)
         >>> fit_power_law([1, 2, 3], [1, 2, 3]).n_points  # too few points: NaN fit
         3
+        >>> noisy = 3.0 * t**-0.5 * np.exp(0.05 * np.random.default_rng(0).standard_normal(t.size))
+        >>> fit = fit_power_law(t, noisy)
+        >>> fit.boot_low < -0.5 < fit.boot_high, fit.conclusive
+        (True, True)
+        >>> early = np.where(t < 5, 10.0, 1.0) * t**-0.5  # a transient in the first 4 epochs
+        >>> fit_power_law(t, early, t_min="auto").t_min
+        5.0
     """
     times = _as_float_array(t, "t")
     values = _as_float_array(y, "y")
@@ -129,15 +191,28 @@ def fit_power_law(
     if not isinstance(offset, bool):
         raise ValueError(f"`offset` must be True or False, got {offset!r}")
     low, high = _check_window(window)
+    if not (t_min is None or t_min == "auto" or (isinstance(t_min, Real) and not isinstance(t_min, bool) and not math.isnan(t_min))):
+        raise ValueError(f'`t_min` must be None, a number or "auto", got {t_min!r}')
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, Integral) or bootstrap < 0:
+        raise ValueError(f"`bootstrap` must be an integer >= 0 (number of resamples), got {bootstrap!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}")
+    if isinstance(t_min, Real):
+        low = max(low, float(t_min))
 
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(times) & np.isfinite(values) & (times > 0) & (values > 0)
         usable &= (times >= low) & (times <= high)
     times, values = times[usable], values[usable]
     model = "offset_power_law" if offset else "power_law"
+    if t_min == "auto" and times.size >= _AUTO_MIN_POINTS:
+        start = _auto_t_min(times, values)
+        keep = times >= start
+        times, values = times[keep], values[keep]
     if times.size < _MIN_POINTS:
-        return _failed(times.size, model)
-    return _fit_offset(times, values) if offset else _fit_log_log(times, values)
+        return _failed(times.size, model, times)
+    fit = _fit_offset(times, values) if offset else _fit_log_log(times, values, bootstrap, seed)
+    return dataclasses.replace(fit, t_min=float(times.min()), conclusive=_is_conclusive(fit))
 
 
 def _as_float_array(values: Any, name: str) -> np.ndarray:
@@ -173,11 +248,102 @@ def _check_window(window: Any) -> tuple[float, float]:
     return bounds[0], bounds[1]
 
 
-def _failed(n_points: int, model: str) -> PowerLawFit:
+def _failed(n_points: int, model: str, times: np.ndarray | None = None) -> PowerLawFit:
     """An all-NaN fit that still reports how many usable points there were."""
     nan = math.nan
     offset = 0.0 if model == "power_law" else nan
-    return PowerLawFit(nan, nan, nan, nan, nan, nan, int(n_points), offset=offset, model=model)
+    t_min = float(times.min()) if times is not None and times.size else nan
+    return PowerLawFit(nan, nan, nan, nan, nan, nan, int(n_points), offset=offset, model=model, t_min=t_min)
+
+
+def _is_conclusive(fit: PowerLawFit) -> bool:
+    """The rule of the module docstring: enough degrees of freedom, R² ≥ 0.5, sign settled."""
+    parameters = 2 if fit.model == "power_law" else 3
+    intervals = [(fit.ci_low, fit.ci_high)]
+    if fit.model == "power_law":
+        intervals.append((fit.boot_low, fit.boot_high))
+    excludes_zero = all(math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0) for lo, hi in intervals)
+    return bool(
+        fit.n_points - parameters >= _CONCLUSIVE_MIN_DOF
+        and math.isfinite(fit.r2)
+        and fit.r2 >= _CONCLUSIVE_MIN_R2
+        and excludes_zero
+    )
+
+
+def _bootstrap_interval(
+    log_t: np.ndarray, fitted: np.ndarray, residual: np.ndarray, exponent: float, stderr: float, resamples: int, seed: int
+) -> tuple[float, float]:
+    """Studentised residual bootstrap (bootstrap-t) 95% interval of the slope; fixed design."""
+    if resamples == 0:
+        return math.nan, math.nan
+    if not stderr > 0:  # residuals all zero: every resample is the same line
+        return exponent, exponent
+    n = log_t.size
+    centred_t = log_t - log_t.mean()
+    leverage = 1.0 / n + centred_t**2 / float(centred_t @ centred_t)
+    room = 1.0 - leverage
+    # Leverage-corrected residuals have the error's variance; a point with h = 1 has residual 0.
+    modified = np.where(room > 1e-12, residual / np.sqrt(np.where(room > 1e-12, room, 1.0)), 0.0)
+    modified -= modified.mean()
+    rng = np.random.default_rng(seed)
+    t_stats = np.empty(resamples)
+    sxx = float(centred_t @ centred_t)
+    chunk = max(1, 2_000_000 // n)  # bound the (chunk, n) temporaries for long series
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
+        draws = modified[rng.integers(0, n, size=(stop - start, n))]
+        # The resampled series is the fitted line plus the draws, so its slope minus b and its
+        # residuals are those of the draws alone: three sums per resample, no refit needed.
+        total, squares, cross = draws.sum(-1), np.einsum("bn,bn->b", draws, draws), draws @ centred_t
+        slope_shift = cross / sxx
+        residual_ss = np.maximum(squares - total * total / n - cross * slope_shift, 0.0)
+        stderrs = np.sqrt(residual_ss / (n - 2) / sxx)
+        # A resample of one repeated residual is an exact line: its t* is 0, not 0/0.
+        flat = stderrs <= 1e-12 * stderr
+        t_stats[start:stop] = np.where(flat, 0.0, slope_shift / np.where(flat, 1.0, stderrs))
+    upper, lower = np.quantile(t_stats, [0.5 + _CONFIDENCE / 2, 0.5 - _CONFIDENCE / 2])
+    return float(exponent - upper * stderr), float(exponent - lower * stderr)
+
+
+def _curvature_p_value(log_t: np.ndarray, log_y: np.ndarray) -> float:
+    """Two-sided p-value of the quadratic term of ``ln y = α + b ln t + c (ln t)²`` (1.0 if undefined)."""
+    centred = log_t - log_t.mean()
+    scale = np.abs(centred).max()
+    if not scale > 0 or log_t.size < 4:
+        return 1.0
+    u = centred / scale  # conditioning: a quadratic in a [-1, 1] variable
+    design = np.stack([np.ones_like(u), u, u * u], axis=1)
+    coefficients, _, rank, _ = np.linalg.lstsq(design, log_y - log_y.mean(), rcond=None)
+    if rank < 3:
+        return 1.0
+    residual = log_y - log_y.mean() - design @ coefficients
+    dof = log_t.size - 3
+    variance = float(residual @ residual) / dof
+    covariance = variance * np.linalg.inv(design.T @ design)
+    if not covariance[2, 2] > 0:
+        return 0.0 if abs(coefficients[2]) > 0 and variance == 0 else 1.0
+    statistic = coefficients[2] / math.sqrt(covariance[2, 2])
+    return float(2.0 * scipy.stats.t.sf(abs(statistic), dof))
+
+
+def _auto_t_min(times: np.ndarray, values: np.ndarray) -> float:
+    """First candidate cutoff whose points show no curvature at 5% (else the least curved one)."""
+    order = np.argsort(times, kind="stable")
+    times, values = times[order], values[order]
+    log_t, log_y = np.log(times), np.log(values)
+    candidates = np.unique(times)
+    best, best_p = float(candidates[0]), -1.0
+    for candidate in candidates:
+        keep = times >= candidate
+        if int(keep.sum()) < _AUTO_MIN_POINTS or np.unique(times[keep]).size < 3:
+            break
+        p_value = _curvature_p_value(log_t[keep], log_y[keep])
+        if p_value >= _CURVATURE_LEVEL:
+            return float(candidate)
+        if p_value > best_p:
+            best, best_p = float(candidate), p_value
+    return best
 
 
 def _interval(exponent: float, stderr: float, dof: int) -> tuple[float, float]:
@@ -189,8 +355,8 @@ def _r2(residual_ss: float, total_ss: float) -> float:
     return 1.0 - residual_ss / total_ss if total_ss > 0 else math.nan
 
 
-def _fit_log_log(times: np.ndarray, values: np.ndarray) -> PowerLawFit:
-    """Ordinary least squares of ``ln y`` on ``ln t`` with the slope's t-interval."""
+def _fit_log_log(times: np.ndarray, values: np.ndarray, bootstrap: int = 0, seed: int = 0) -> PowerLawFit:
+    """Ordinary least squares of ``ln y`` on ``ln t`` with the slope's t-interval and bootstrap-t interval."""
     log_t, log_y = np.log(times), np.log(values)
     # Centre relative to the first point: a constant series then centres to exact zeros. The plain
     # mean of n equal logs is off by an ulp, which gave all-equal times a (meaningless) slope with
@@ -207,6 +373,7 @@ def _fit_log_log(times: np.ndarray, values: np.ndarray) -> PowerLawFit:
     residual_ss = float(residual @ residual)
     stderr = math.sqrt(residual_ss / dof / sxx)
     ci_low, ci_high = _interval(exponent, stderr, dof)
+    boot_low, boot_high = _bootstrap_interval(log_t, log_y - residual, residual, exponent, stderr, bootstrap, seed)
     return PowerLawFit(
         exponent=exponent,
         prefactor=math.exp(intercept),
@@ -215,6 +382,8 @@ def _fit_log_log(times: np.ndarray, values: np.ndarray) -> PowerLawFit:
         ci_low=ci_low,
         ci_high=ci_high,
         n_points=int(times.size),
+        boot_low=boot_low,
+        boot_high=boot_high,
     )
 
 
@@ -227,7 +396,7 @@ def _fit_offset(times: np.ndarray, values: np.ndarray) -> PowerLawFit:
     def model(s: np.ndarray, c: float, a: float, b: float) -> np.ndarray:
         return c + a * s**b
 
-    start = _profiled_start(scaled, values, _fit_log_log(times, values).exponent)
+    start = _profiled_start(scaled, values, _fit_log_log(times, values).exponent)  # no bootstrap needed here
     if start is None:
         return _failed(times.size, "offset_power_law")
     try:

@@ -521,11 +521,21 @@ def series(draw):
 
 
 @_settings(50)
-@given(series(), st.booleans())
-def test_power_law_fit_never_raises_on_data_and_is_consistent(case, offset) -> None:
+@given(series(), st.booleans(), st.sampled_from((None, "auto")))
+def test_power_law_fit_never_raises_on_data_and_is_consistent(case, offset, t_min) -> None:
     t, y, window = case
     with np.errstate(all="ignore"):  # numpy warnings are fine; exceptions are not
-        fit = fit_power_law(t, y, window=window, offset=offset)
+        fit = fit_power_law(t, y, window=window, offset=offset, t_min=t_min)
+    assert type(fit.conclusive) is bool
+    if fit.conclusive:  # the documented rule, checked from the reported fields
+        assert fit.n_points >= (5 if not offset else 6) and fit.r2 >= 0.5
+        assert fit.ci_low > 0 or fit.ci_high < 0
+        assert offset or fit.boot_low > 0 or fit.boot_high < 0
+    if t_min == "auto":
+        if not math.isnan(fit.t_min):  # "auto" only drops points from the start: refit them as a window
+            with np.errstate(all="ignore"):
+                assert fit == fit_power_law(t, y, window=(max(fit.t_min, (window or (None,))[0] or -math.inf), (window or (None, None))[1]), offset=offset)
+        return
     low, high = (-math.inf, math.inf) if window is None else (window[0] or -math.inf, window[1] or math.inf)
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(t) & np.isfinite(y) & (t > 0) & (y > 0) & (t >= low) & (t <= high)
