@@ -41,9 +41,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _fail(command: str, error: BaseException) -> int:
     """One line on stderr naming the command and what went wrong; exit status 2 (usage error)."""
-    message = " ".join(str(error).split())
+    from lightning_complexity.safe_names import printable
+
+    message = " ".join(printable(error).split())
     print(f"lightning-complexity {command}: {message}", file=sys.stderr)
     return 2
+
+
+def _note_ignored(command: str, run) -> None:
+    """Say on stderr which objects a checkpoint names that were not loaded (a config class, or a crafted payload)."""
+    if run.ignored:
+        from lightning_complexity.safe_names import printable
+
+        shown = ", ".join(printable(name) for name in run.ignored[:5]) + (f" and {len(run.ignored) - 5} more" if len(run.ignored) > 5 else "")
+        print(f"{command}: note: {printable(run.path)} also names {shown}; not needed for the monitor's data, so not imported or run", file=sys.stderr)
 
 
 _FLOAT32_NOTE = "note: TensorBoard stores scalars as float32, so these values agree with the checkpoint to about 7 significant digits"
@@ -58,6 +69,7 @@ def _export(args: argparse.Namespace) -> int:
         run = load_run(source, source=args.source)
     except (FileNotFoundError, ValueError) as error:
         return _fail("export", error)
+    _note_ignored("export", run)
     resolved = source.resolve()
     out = Path(args.out) if args.out else resolved.with_name(resolved.stem + "_complexity." + args.format)
     written = write_history(run.history, out, args.format)
@@ -84,6 +96,7 @@ def _report(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         return _fail("report", error)
     print(f"report: read {run.describe()}", file=sys.stderr)
+    _note_ignored("report", run)
     result = write_report(run, Path(args.out) if args.out else _default_report_dir(source), label=str(source), progress=not args.quiet)
     print(f"wrote {result.html_path} and {len(result.png_paths)} figures beside it")
     if result.failed:
@@ -109,6 +122,7 @@ def _compare(args: argparse.Namespace) -> int:
             return _fail("compare", error)
     for run in runs:
         print(f"compare: read {run.describe()}", file=sys.stderr)
+        _note_ignored("compare", run)
     result = write_comparison(runs, labels, args.out, max_panels=args.max_panels, progress=not args.quiet)
     print(f"wrote {result.html_path}, {result.csv_path} (one row per run: {', '.join(labels)}) and {len(result.png_paths)} figures")
     if result.failed:

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lightning_complexity.safe_names import html_text, legend_text, plot_text, records_frame
+from lightning_complexity.atomic import atomic_write_text
 from lightning_complexity.report import FigureSpec, Progress, file_stem, html_figure, html_page, html_table, render_figures, time_axis
 
 if TYPE_CHECKING:
@@ -108,6 +110,8 @@ def comparison_figure(histories: Sequence[MetricHistory], labels: Sequence[str],
     rows = math.ceil(len(sites) / columns) if sites else 1
     from matplotlib.figure import Figure
 
+    from lightning_complexity.figures import drawable
+
     figure = Figure(figsize=(3.1 * columns + 0.6, 2.3 * rows + 1.0), dpi=100, layout="constrained")
     panels = figure.subplots(rows, columns, squeeze=False, sharex=True)
     curves = [h.curves(by) for h in histories]
@@ -118,22 +122,23 @@ def comparison_figure(histories: Sequence[MetricHistory], labels: Sequence[str],
             if (metric, site) not in run_curves:
                 continue
             t, y = run_curves[(metric, site)]
+            y = drawable(y)  # NaN, ±Inf and overflowing magnitudes left as gaps: draw what can be drawn
             colour, style = run_style(run_index)
-            (line,) = axes.plot(t, y, linestyle=style, color=colour, marker="o" if len(t) <= 30 else None, markersize=2.5, linewidth=1.3, label=f"{label}:{site}")
+            (line,) = axes.plot(t, y, linestyle=style, color=colour, marker="o" if len(t) <= 30 else None, markersize=2.5, linewidth=1.3, label=legend_text(f"{label}:{site}"))
             handles.setdefault(label, line)
-        axes.set_title(site, fontsize=8)
+        axes.set_title(plot_text(site), fontsize=8)
         axes.tick_params(labelsize=7)
         axes.grid(alpha=0.3)
         if index // columns == rows - 1 or index + columns >= len(sites):
             axes.set_xlabel(by, fontsize=8)
     for index in range(len(sites), rows * columns):
         panels[index // columns][index % columns].set_visible(False)
-    title = f"{metric} by run"
+    title = f"{plot_text(metric)} by run"
     if len(sites) < len(all_sites):
         title += f" — {len(sites)} of {len(all_sites)} sites, evenly spaced in forward order"
     figure.suptitle(title, fontsize=10)
     if handles:
-        figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
+        figure.legend(list(handles.values()), [legend_text(label) for label in handles], loc="outside lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
     return figure
 
 
@@ -159,7 +164,7 @@ def comparison_long_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.
             records.append({"run": label, "metric": metric, "site": site, "final_value": value, "final_epoch": epoch, "final_step": step,
                             "exponent": float(fit["exponent"]), "r2": float(fit["r2"]), "n_points": int(fit["n_points"])})
     columns = ["run", "metric", "site", "final_value", "final_epoch", "final_step", "exponent", "r2", "n_points"]
-    return pd.DataFrame.from_records(records, columns=columns)
+    return records_frame(records, columns)
 
 
 def comparison_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.DataFrame:
@@ -185,7 +190,7 @@ def comparison_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.DataF
             record[f"final/{metric}/{site}"] = float(mine.loc[(metric, site), "final_value"]) if present else math.nan
             record[f"exponent/{metric}/{site}"] = float(mine.loc[(metric, site), "exponent"]) if present else math.nan
         records.append(record)
-    return pd.DataFrame.from_records(records)
+    return records_frame(records)
 
 
 @dataclass
@@ -204,7 +209,7 @@ def _metric_table(long: pd.DataFrame, metric: str, labels: Sequence[str]) -> pd.
 
     mine = long[long["metric"] == metric]
     sites = list(dict.fromkeys(mine["site"]))
-    frame = pd.DataFrame({"site": sites})
+    frame = pd.DataFrame({"site": pd.Series(sites, dtype=object)})
     for label in labels:
         by_site = mine[mine["run"] == label].set_index("site")
         frame[f"{label}: final"] = [by_site.loc[s, "final_value"] if s in by_site.index else math.nan for s in sites]
@@ -247,12 +252,12 @@ def write_comparison(runs: Sequence[RunData], labels: Sequence[str], out_dir: st
     ]
     render_figures(specs, out_dir, Progress(len(specs), "compare", enabled=progress))
 
+    from lightning_complexity.export import write_table
+
     table = comparison_table(runs, labels)
     long = comparison_long_table(runs, labels)
-    csv_path = out_dir / "comparison.csv"
-    long_csv_path = out_dir / "comparison_long.csv"
-    table.to_csv(csv_path, index=False)
-    long.to_csv(long_csv_path, index=False)
+    csv_path = write_table(table, out_dir / "comparison.csv")
+    long_csv_path = write_table(long, out_dir / "comparison_long.csv")
 
     overview = table[["run", "source", "path", "measurements", "last_step", "last_epoch"]]
     body = [
@@ -262,13 +267,13 @@ def write_comparison(runs: Sequence[RunData], labels: Sequence[str], out_dir: st
     ]
     if not all(run.exact for run in runs):
         body.append('<p class="note">Some runs were read from TensorBoard, which stores scalars as float32 (about 7 significant digits).</p>')
-    body.append("<nav>" + "".join(f'<a href="#{html.escape(file_stem(m))}">{html.escape(m)}</a>' for m in metrics) + "</nav>")
+    body.append("<nav>" + "".join(f'<a href="#{html.escape(file_stem(m))}">{html_text(m)}</a>' for m in metrics) + "</nav>")
     for metric, spec in zip(metrics, specs):
-        body.append(f'<h2 id="{html.escape(file_stem(metric))}">{html.escape(metric)}</h2>')
+        body.append(f'<h2 id="{html.escape(file_stem(metric))}">{html_text(metric)}</h2>')
         body.append(html_figure(spec))
         body.append(html_table(_metric_table(long, metric, labels), ["site"]))
     html_path = out_dir / "comparison.html"
-    html_path.write_text(html_page(f"Complexity comparison: {', '.join(labels)}", body), encoding="utf-8")
+    atomic_write_text(html_path, html_page(f"Complexity comparison: {', '.join(labels)}", body))
     return ComparisonResult(
         html_path=html_path, csv_path=csv_path, long_csv_path=long_csv_path,
         png_paths=[out_dir / s.filename for s in specs if s.png is not None], failed=[s.filename for s in specs if s.png is None],

@@ -3,14 +3,21 @@
 A *run* is any of:
 
 * a Lightning checkpoint file: the monitor's state (``checkpoint["callbacks"]["ComplexityMonitor…"]``)
-  holds the history in float64, exactly as measured, and the layer-algebra table;
+  holds the history in float64, exactly as measured, and the layer-algebra table. A checkpoint is
+  a pickle, and unpickling can run code: it is read with
+  :mod:`lightning_complexity.checkpoint_reader`, which imports and runs nothing the file names
+  and reads only its ``data.pkl`` (never the model's weights);
 * a TensorBoard event file, or a log directory holding event files: the ``complexity/<metric>/<site>``
   scalars and ``complexity_meta/epoch``. TensorBoard stores scalars as **float32**, so values read
   from it agree with the checkpoint to about 7 significant digits (relative error ≤ 6e-8), not
   bit for bit, and the layer-algebra table is not available;
 * a directory: the newest checkpoint under it that holds monitor state (searched recursively),
   otherwise the newest TensorBoard event directory under it that holds ``complexity/*`` scalars.
-  ``source="tensorboard"`` or ``"checkpoint"`` picks one kind explicitly.
+  ``source="tensorboard"`` or ``"checkpoint"`` picks one kind explicitly. Checkpoints without
+  monitor state (another callback's, a crafted file, one being written) are skipped.
+
+Every file written here is replaced atomically (:mod:`lightning_complexity.atomic`), and the text
+cells of CSV tables follow the spreadsheet rule of :mod:`lightning_complexity.safe_names`.
 
 Example::
 
@@ -31,8 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lightning_complexity.atomic import atomic_path, atomic_write_text
+from lightning_complexity.checkpoint_reader import UnreadableCheckpoint, plain_data, read_checkpoint
 from lightning_complexity.history import MetricHistory
-from lightning_complexity.tensorboard import EPOCH_TAG, PREFIX
+from lightning_complexity.safe_names import printable, spreadsheet_frame
+from lightning_complexity.tensorboard import EPOCH_TAG, PREFIX, split_scalar_tag
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,6 +57,7 @@ __all__ = [
     "power_laws_path",
     "write_history",
     "write_power_laws",
+    "write_table",
 ]
 
 #: file formats of :func:`write_history` and :func:`write_power_laws`.
@@ -54,7 +65,8 @@ FORMATS = ("csv", "json", "parquet")
 #: what :func:`load_run` may read: ``auto`` (checkpoint first), ``checkpoint`` or ``tensorboard``.
 SOURCES = ("auto", "checkpoint", "tensorboard")
 _STATE_PREFIX = "ComplexityMonitor"
-_STATE_VERSION = 1
+#: monitor state versions this reader understands (2 added site metadata, failures and earlier fits).
+_STATE_VERSIONS = (1, 2)
 _EVENT_FILE_MARKER = "tfevents"
 
 
@@ -71,12 +83,15 @@ class RunData:
         path: the file or directory actually read (a checkpoint or an event directory).
         kind: ``"checkpoint"`` or ``"tensorboard"``.
         layer_algebra: the static per-layer table (SPEC §7) when the checkpoint holds it, else None.
+        ignored: globals the checkpoint names outside the monitor's plain data (a model's config
+            class, or ``os.system`` in a crafted file); none of them was imported or run.
     """
 
     history: MetricHistory
     path: Path
     kind: str
     layer_algebra: pd.DataFrame | None = None
+    ignored: tuple[str, ...] = ()
 
     @property
     def exact(self) -> bool:
@@ -86,7 +101,7 @@ class RunData:
     def describe(self) -> str:
         """One line: how many rows from where, e.g. ``"336 rows from checkpoint runs/x/last.ckpt"``."""
         rounding = "" if self.exact else " (float32 values)"
-        return f"{len(self.history)} rows from {self.kind} {self.path}{rounding}"
+        return f"{len(self.history)} rows from {self.kind} {printable(self.path)}{rounding}"
 
 
 def load_history(path: str | Path) -> MetricHistory:
@@ -172,19 +187,34 @@ def _event_directories(root: Path) -> list[Path]:
 
 # ---------------------------------------------------------------------- checkpoints
 def _from_checkpoint(path: Path) -> RunData:
-    checkpoint = _torch_load(path)
-    states = checkpoint.get("callbacks", {}) if isinstance(checkpoint, dict) else {}
-    monitor_states = [
-        state for key, state in (states.items() if isinstance(states, dict) else [])
-        if str(key).startswith(_STATE_PREFIX) and isinstance(state, dict) and "history" in state
-    ]
+    if path.is_dir():
+        raise NoMonitorData(f"{path} is a directory, not a checkpoint file (a sharded checkpoint is not supported)")
+    try:
+        checkpoint = read_checkpoint(path)
+    except UnreadableCheckpoint as error:
+        raise NoMonitorData(f"{path} is not a Lightning checkpoint that can be read safely ({error.reason})") from error
+    data = checkpoint.data
+    states = data.get("callbacks", {}) if isinstance(data, dict) else {}
+    keys = [key for key in (states if isinstance(states, dict) else {}) if isinstance(key, str) and key.startswith(_STATE_PREFIX)]
+    monitor_states = []
+    for key in keys:
+        try:  # only the monitor's own state is turned into values; nothing else is touched
+            state = plain_data(checkpoint, states[key], f"callbacks/{key}")
+        except UnreadableCheckpoint as error:
+            raise NoMonitorData(str(error)) from error
+        if isinstance(state, dict) and "history" in state:
+            monitor_states.append(state)
     if not monitor_states:
-        raise NoMonitorData(f"{path} holds no ComplexityMonitor state (was the monitor attached during that fit?)")
+        named = f"; it names {_listed(checkpoint.ignored)}, which was not run" if checkpoint.ignored else ""
+        raise NoMonitorData(f"{path} holds no ComplexityMonitor state (was the monitor attached during that fit?){named}")
     for state in monitor_states:
-        version = state.get("version", _STATE_VERSION)
-        if version != _STATE_VERSION:
-            raise NoMonitorData(f"{path}: ComplexityMonitor state version {version!r} cannot be read (this lightning_complexity reads version {_STATE_VERSION}; upgrade it)")
-    histories = [MetricHistory.from_state_dict(state["history"]) for state in monitor_states]
+        version = state.get("version", 1)
+        if version not in _STATE_VERSIONS:
+            raise NoMonitorData(f"{path}: ComplexityMonitor state version {version!r} cannot be read (this lightning_complexity reads versions {', '.join(map(str, _STATE_VERSIONS))}; upgrade it)")
+    try:
+        histories = [MetricHistory.from_state_dict(state["history"]) for state in monitor_states]
+    except (ValueError, TypeError) as error:
+        raise NoMonitorData(f"{path}: the ComplexityMonitor history cannot be read: {error}") from error
     if len(histories) == 1:
         history = histories[0]
     else:  # several monitors in one fit: one table, still in measurement order
@@ -192,20 +222,12 @@ def _from_checkpoint(path: Path) -> RunData:
     if len(history) == 0:
         raise NoMonitorData(f"{path} holds ComplexityMonitor state without measurements yet (saved before the first one)")
     layer_algebra = next((state["layer_algebra"] for state in monitor_states if state.get("layer_algebra")), None)
-    return RunData(history=history, path=path, kind="checkpoint", layer_algebra=_layer_algebra_frame(layer_algebra))
+    return RunData(history=history, path=path, kind="checkpoint", layer_algebra=_layer_algebra_frame(layer_algebra), ignored=checkpoint.ignored)
 
 
-def _torch_load(path: Path) -> Any:
-    import torch
-
-    try:  # memory-mapped: a large model's weights are not read, only the callback state is
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:  # noqa: BLE001 - legacy (non-zip) files cannot be memory-mapped; retry plainly
-        pass
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise NoMonitorData(f"{path} is not a Lightning checkpoint that torch.load can read ({type(error).__name__}: {_first_line(error)})") from error
+def _listed(names: tuple[str, ...], most: int = 5) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _layer_algebra_frame(columns: Any) -> pd.DataFrame | None:
@@ -233,7 +255,7 @@ def _from_tensorboard(path: Path) -> RunData:
     except Exception as error:  # noqa: BLE001 - a corrupt file gets a clear message
         raise NoMonitorData(f"{path}: TensorBoard events could not be read ({type(error).__name__}: {_first_line(error)})") from error
     tags = accumulator.Tags().get("scalars", [])
-    curve_tags = [tag for tag in tags if tag.startswith(PREFIX + "/") and tag.count("/") >= 2]
+    curve_tags = [tag for tag in tags if split_scalar_tag(tag) is not None]
     if not curve_tags:
         raise NoMonitorData(f"{path} holds TensorBoard events but no {PREFIX}/<metric>/<site> scalars (was the monitor attached with a TensorBoardLogger?)")
     if EPOCH_TAG not in tags:
@@ -241,7 +263,7 @@ def _from_tensorboard(path: Path) -> RunData:
     epoch_at_step = {step: int(round(value)) for step, value in _latest_per_step(accumulator.Scalars(EPOCH_TAG)).items()}
     rows = []
     for order, tag in enumerate(curve_tags):
-        _, metric, site = tag.split("/", 2)
+        metric, site = split_scalar_tag(tag)
         for step, value in _latest_per_step(accumulator.Scalars(tag)).items():
             if step not in epoch_at_step:
                 raise NoMonitorData(f"{path}: {tag} has a value at step {step} but {EPOCH_TAG} has none there (truncated logs?); export from the run's checkpoint instead")
@@ -312,13 +334,40 @@ def write_power_laws(fits: pd.DataFrame, path: str | Path, fmt: str | None = Non
 
         write_power_laws(run.history.power_law_fits(), "fits.csv")
     """
+    return write_table(fits, path, fmt)
+
+
+def write_table(frame: pd.DataFrame, path: str | Path, fmt: str | None = None) -> Path:
+    """Write a table atomically as CSV (spreadsheet-safe text cells), JSON records or Parquet.
+
+    CSV: every float with its shortest round-tripping repr; text cells and column names by the
+    spreadsheet rule of :mod:`lightning_complexity.safe_names`. JSON: one object per row, NaN as
+    ``null``, infinities as strings, lone surrogates escaped by JSON itself. Parquet: text as it
+    is, unless it holds a lone surrogate (not UTF-8): then every text cell follows the
+    spreadsheet rule.
+
+    Example::
+
+        write_table(run.history.power_law_fits(), "fits.csv")
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = _format_of(path, fmt)
     if fmt == "csv":
-        fits.to_csv(path, index=False)
+        with atomic_path(path) as temporary:
+            spreadsheet_frame(frame).to_csv(temporary, index=False, encoding="utf-8")
     elif fmt == "json":  # records; every float with its shortest round-tripping repr, NaN as null
-        path.write_text(json.dumps([{key: _json_scalar(value) for key, value in record.items()} for record in fits.to_dict(orient="records")]))
+        atomic_write_text(path, json.dumps([{key: _json_scalar(value) for key, value in record.items()} for record in frame.to_dict(orient="records")]))
     else:
-        fits.to_parquet(path, index=False)
+        cells = [*frame.columns, *(value for column in frame.columns for value in frame[column])]
+        needs_rule = any(isinstance(value, str) and not _encodes(value) for value in cells)
+        with atomic_path(path) as temporary:
+            (spreadsheet_frame(frame) if needs_rule else frame).to_parquet(temporary, index=False)
     return path
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -14,12 +14,38 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lightning_complexity.safe_names import legend_text, plot_text
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from lightning_complexity.history import MetricHistory
 
-__all__ = ["error_curves_figure", "power_law_figure", "signature_heatmap"]
+__all__ = ["PLOT_LIMIT", "drawable", "error_curves_figure", "power_law_figure", "signature_heatmap", "undrawn_count"]
+
+
+#: the largest magnitude drawn: matplotlib computes axis ranges and margins as differences and
+#: multiples of the data limits, which overflow to Inf near the float maximum (1.8e308).
+PLOT_LIMIT = 1e300
+
+
+def drawable(values: np.ndarray) -> np.ndarray:
+    """``values`` as float64 with NaN, ±Inf and magnitudes beyond :data:`PLOT_LIMIT` as NaN (gaps).
+
+    Lines then break where a value cannot be drawn and show every stretch that can.
+
+    Example:
+        >>> drawable(np.array([1.0, np.inf, -2.0, 1.7e308, np.nan])).tolist()
+        [1.0, nan, -2.0, nan, nan]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(values) & (np.abs(values) <= PLOT_LIMIT), values, np.nan)
+
+
+def undrawn_count(values: np.ndarray) -> int:
+    """How many of ``values`` :func:`drawable` leaves out (for captions)."""
+    return int(np.count_nonzero(np.isnan(drawable(values))))
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -43,14 +69,18 @@ def signature_heatmap(history: MetricHistory, metric: str) -> Figure:
             epochs[row.step] = row.epoch
     figure = _new_figure(min(12, 3 + 0.4 * len(steps)), min(12, 1.5 + 0.3 * len(sites)))
     axes = figure.add_subplot()
-    image = axes.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
-    figure.colorbar(image, ax=axes, label=metric)
-    axes.set_yticks(range(len(sites)), sites, fontsize=7)
+    # NaN and ±Inf cells are masked (drawn grey): a colour scale needs finite ends.
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
+    image = axes.imshow(np.ma.masked_invalid(drawable(grid)), aspect="auto", cmap=cmap, interpolation="nearest")
+    figure.colorbar(image, ax=axes, label=plot_text(metric))
+    axes.set_yticks(range(len(sites)), [plot_text(site) for site in sites], fontsize=7)
     ticks = range(0, len(steps), max(1, len(steps) // 12))
     axes.set_xticks(list(ticks), [str(epochs[steps[j]]) for j in ticks])
     axes.set_xlabel("epoch")
     axes.set_ylabel("site (forward order)")
-    axes.set_title(f"{metric} signature")
+    axes.set_title(f"{plot_text(metric)} signature")
     return figure
 
 
@@ -67,19 +97,24 @@ def power_law_figure(history: MetricHistory, metric: str, by: str = "epoch", win
     curves = {site: curve for (name, site), curve in history.curves(by).items() if name == metric}
     colours = _colours(len(curves))
     for colour, (site, (t, y)) in zip(colours, curves.items()):
-        keep = (t > 0) & (y > 0) & np.isfinite(y)
+        keep = (t > 0) & (y > 0) & np.isfinite(y) & (y <= PLOT_LIMIT)
         fit = fit_power_law(t, y, window=window)
-        label = site if not np.isfinite(fit.exponent) else f"{site}: b={fit.exponent:.3g}, R²={fit.r2:.2f}"
+        label = legend_text(site) if not np.isfinite(fit.exponent) else f"{legend_text(site)}: b={fit.exponent:.3g}, R²={fit.r2:.2f}"
         axes.plot(t[keep], y[keep], "o", color=colour, markersize=3, label=label)
-        if np.isfinite(fit.exponent):
+        if np.isfinite(fit.exponent) and keep.any():
             grid = np.geomspace(t[keep].min(), t[keep].max(), 50)
-            axes.plot(grid, fit.predict(grid), "-", color=colour, linewidth=1)
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    _plain_log_labels(axes)
+            with np.errstate(over="ignore", invalid="ignore"):
+                predicted = drawable(fit.predict(grid))
+            axes.plot(grid, np.where(predicted > 0, predicted, np.nan), "-", color=colour, linewidth=1)
+    if any(line.get_xdata().size for line in axes.get_lines()):
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        _plain_log_labels(axes)
+    else:  # nothing positive to put on log axes
+        axes.text(0.5, 0.5, "no point with t > 0 and y > 0", transform=axes.transAxes, ha="center", va="center", color="grey")
     axes.set_xlabel(by)
-    axes.set_ylabel(metric)
-    axes.set_title(f"{metric}: power-law fits y = a·t^b")
+    axes.set_ylabel(plot_text(metric))
+    axes.set_title(f"{plot_text(metric)}: power-law fits y = a·t^b")
     if curves:
         axes.legend(fontsize=6, loc="best")
     return figure
@@ -108,7 +143,7 @@ def error_curves_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], tolera
     axes = figure.add_subplot()
     for colour, (site, (ks, errors)) in zip(_colours(len(curves)), curves.items()):
         keep = np.isfinite(errors)
-        axes.plot(ks[keep], errors[keep], "o-", color=colour, markersize=3, label=site)
+        axes.plot(ks[keep], errors[keep], "o-", color=colour, markersize=3, label=legend_text(site))
     axes.axhline(tolerance, color="grey", linestyle="--", linewidth=1, label=f"ε = {tolerance:g}")
     axes.set_xscale("log", base=2)
     axes.set_xlabel("k (clusters = affine pieces)")

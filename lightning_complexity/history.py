@@ -4,6 +4,15 @@ One row per ``(step, epoch, metric, site, value)``. Exports round-trip exactly: 
 each float with Python's shortest round-tripping ``repr``; NaN is written as ``nan`` (CSV) and
 ``null`` (JSON) and read back as NaN.
 
+Files are replaced atomically (written beside the target, then renamed): a failure mid-write
+leaves the previous file as it was. Text cells (metric, site) of a CSV follow the spreadsheet
+rule of :mod:`lightning_complexity.safe_names`: a name that a spreadsheet would run as a formula
+(``=``, ``+``, ``-``, ``@``, tab, CR first) or that holds a lone surrogate is written ``'``-quoted
+and escaped, and :meth:`MetricHistory.from_csv` undoes it, so names round-trip exactly. Parquet
+stores names as they are, except that a history holding a lone surrogate (which Parquet's UTF-8
+strings cannot hold) has its names written by the same rule and the file marked so that
+:meth:`MetricHistory.from_parquet` undoes it. JSON escapes such characters itself.
+
 Example:
     >>> history = MetricHistory()
     >>> history.append(step=0, epoch=0, metric="effective_dimension", site="relu", value=3.5)
@@ -23,6 +32,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from lightning_complexity.atomic import atomic_path, atomic_write, atomic_write_text
+from lightning_complexity.safe_names import read_spreadsheet_cell, spreadsheet_cell
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -30,6 +42,12 @@ __all__ = ["MetricHistory", "MetricRow"]
 
 COLUMNS = ("step", "epoch", "metric", "site", "value")
 _JSON_FORMAT = "lightning_complexity.history/1"
+#: Parquet key-value metadata marking a file whose text cells follow the spreadsheet rule.
+_PARQUET_TEXT_KEY = b"lightning_complexity.text_cells"
+_PARQUET_TEXT_RULE = b"spreadsheet_cell/1"
+#: the fit columns of an empty history (a fitted one has every field of PowerLawFit.to_dict()).
+_FIT_COLUMNS = ("exponent", "prefactor", "r2", "stderr", "ci_low", "ci_high", "n_points", "offset", "model")
+_FIT_DTYPES = {"n_points": "int64", "model": object, "conclusive": bool}
 
 
 class MetricRow(NamedTuple):
@@ -121,8 +139,8 @@ class MetricHistory:
     def power_law_fits(self, by: str = "epoch", window: tuple[float | None, float | None] | None = None, offset: bool = False) -> pd.DataFrame:
         """A power-law fit ``y ≈ a·t^b`` of every curve (SPEC §4), as a table.
 
-        Columns: ``metric, site, exponent, prefactor, r2, stderr, ci_low, ci_high, n_points, offset,
-        model``; ``t`` is the epoch (or step) and only points with ``t > 0`` and ``y > 0`` count,
+        Columns: ``metric, site`` and every field of :class:`~lightning_complexity.PowerLawFit`
+        (``exponent, prefactor, r2, stderr, ci_low, ci_high, n_points, offset, model``, ...); ``t`` is the epoch (or step) and only points with ``t > 0`` and ``y > 0`` count,
         so the measurement at initialisation (epoch 0) is left out. Curves with fewer than 4 such
         points have NaN fits. The table is a pure function of the history, so it is the same for a
         resumed run as for an uninterrupted one.
@@ -131,12 +149,16 @@ class MetricHistory:
 
         from lightning_complexity.powerlaw import fit_power_law
 
-        records = []
+        names, fields = [], []
         for (metric, site), (t, y) in self.curves(by).items():
-            fit = fit_power_law(t, y, window=window, offset=offset)
-            records.append({"metric": metric, "site": site, **fit.to_dict()})
-        columns = ["metric", "site", "exponent", "prefactor", "r2", "stderr", "ci_low", "ci_high", "n_points", "offset", "model"]
-        return pd.DataFrame.from_records(records, columns=columns)
+            names.append((metric, site))
+            fields.append(fit_power_law(t, y, window=window, offset=offset).to_dict())
+        # Every field of the fit (newer PowerLawFit fields, e.g. ``conclusive``, become columns).
+        field_names = list(fields[0]) if fields else list(_FIT_COLUMNS)
+        columns = {"metric": _text_column([m for m, _ in names]), "site": _text_column([s for _, s in names])}
+        for name in field_names:
+            columns[name] = pd.Series([record[name] for record in fields], dtype=_FIT_DTYPES.get(name))
+        return pd.DataFrame(columns)
 
     def latest(self) -> dict[tuple[str, str], float]:
         """The last value of every ``(metric, site)`` curve."""
@@ -151,8 +173,8 @@ class MetricHistory:
             {
                 "step": np.array([r.step for r in self._rows], dtype=np.int64),
                 "epoch": np.array([r.epoch for r in self._rows], dtype=np.int64),
-                "metric": pd.Series([r.metric for r in self._rows], dtype=object),
-                "site": pd.Series([r.site for r in self._rows], dtype=object),
+                "metric": _text_column([r.metric for r in self._rows]),
+                "site": _text_column([r.site for r in self._rows]),
                 "value": np.array([r.value for r in self._rows], dtype=np.float64),
             },
             columns=list(COLUMNS),
@@ -168,56 +190,71 @@ class MetricHistory:
 
     # ------------------------------------------------------------------ files
     def to_csv(self, path: str | Path) -> Path:
-        """Write CSV (header ``step,epoch,metric,site,value``); floats keep every bit."""
+        """Write CSV (header ``step,epoch,metric,site,value``, UTF-8); floats keep every bit.
+
+        Metric and site cells follow the spreadsheet rule (module docstring); written atomically.
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as handle:
+        with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(COLUMNS)
-            for row in self._rows:
-                writer.writerow((row.step, row.epoch, row.metric, row.site, repr(row.value)))
+            writer.writerows((row.step, row.epoch, spreadsheet_cell(row.metric), spreadsheet_cell(row.site), repr(row.value)) for row in self._rows)
         return path
 
     @classmethod
     def from_csv(cls, path: str | Path) -> MetricHistory:
-        """Read a file written by :meth:`to_csv`."""
-        with Path(path).open(newline="") as handle:
+        """Read a file written by :meth:`to_csv` (the spreadsheet quoting of names is undone)."""
+        with Path(path).open(newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
             header = tuple(next(reader, ()))
             if header != COLUMNS:
                 raise ValueError(f"{path}: expected CSV header {','.join(COLUMNS)}, got {','.join(header)!r}")
-            return cls((int(s), int(e), m, site, float(v)) for s, e, m, site, v in reader)
+            return cls((int(s), int(e), read_spreadsheet_cell(m), read_spreadsheet_cell(site), float(v)) for s, e, m, site, v in reader)
 
     def to_json(self, path: str | Path) -> Path:
-        """Write JSON: ``{"format": ..., "columns": [...], "rows": [[step, epoch, metric, site, value], ...]}``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write JSON: ``{"format": ..., "columns": [...], "rows": [[step, epoch, metric, site, value], ...]}`` (atomically)."""
         rows = [[r.step, r.epoch, r.metric, r.site, r.value if math.isfinite(r.value) else _json_special(r.value)]
                 for r in self._rows]
-        path.write_text(json.dumps({"format": _JSON_FORMAT, "columns": list(COLUMNS), "rows": rows}))
-        return path
+        # ensure_ascii (the default) writes a lone surrogate as \udcXX, which json.loads reads back.
+        return atomic_write_text(path, json.dumps({"format": _JSON_FORMAT, "columns": list(COLUMNS), "rows": rows}))
 
     @classmethod
     def from_json(cls, path: str | Path) -> MetricHistory:
         """Read a file written by :meth:`to_json`."""
-        payload = json.loads(Path(path).read_text())
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
         if not isinstance(payload, dict) or payload.get("columns") != list(COLUMNS):
             raise ValueError(f"{path}: not a lightning_complexity history JSON (columns {list(COLUMNS)})")
         return cls((s, e, m, site, _json_value(v)) for s, e, m, site, v in payload["rows"])
 
     def to_parquet(self, path: str | Path) -> Path:
-        """Write Parquet (through pandas and pyarrow)."""
+        """Write Parquet (through pyarrow), atomically; names as they are unless one holds a lone surrogate."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        frame = self.to_dataframe()
+        escaped = any(_has_surrogate(name) for name in (*self.metrics(), *self.sites()))
+        if escaped:  # Parquet strings must be UTF-8: write every name by the spreadsheet rule, and say so
+            frame["metric"] = _text_column([spreadsheet_cell(m) for m in frame["metric"]])
+            frame["site"] = _text_column([spreadsheet_cell(s) for s in frame["site"]])
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if escaped:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), _PARQUET_TEXT_KEY: _PARQUET_TEXT_RULE})
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.to_dataframe().to_parquet(path, index=False)
+        with atomic_path(path) as temporary:
+            pq.write_table(table, temporary)
         return path
 
     @classmethod
     def from_parquet(cls, path: str | Path) -> MetricHistory:
         """Read a file written by :meth:`to_parquet`."""
-        import pandas as pd
+        import pyarrow.parquet as pq
 
-        return cls.from_dataframe(pd.read_parquet(path))
+        table = pq.read_table(path)
+        frame = table.to_pandas()
+        if (table.schema.metadata or {}).get(_PARQUET_TEXT_KEY) == _PARQUET_TEXT_RULE:
+            frame["metric"] = _text_column([read_spreadsheet_cell(m) for m in frame["metric"]])
+            frame["site"] = _text_column([read_spreadsheet_cell(s) for s in frame["site"]])
+        return cls.from_dataframe(frame)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -226,12 +263,48 @@ class MetricHistory:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> MetricHistory:
-        """Inverse of :meth:`state_dict`."""
+        """Inverse of :meth:`state_dict`.
+
+        Raises:
+            ValueError: ``state`` is not a dict of the five columns as lists of equal length (a
+                truncated or hand-edited checkpoint); nothing is cut to the shortest column.
+
+        Example:
+            >>> MetricHistory.from_state_dict({"step": [0], "epoch": [0], "metric": ["a"], "site": ["s"], "value": [1.0]})
+            MetricHistory(1 rows, metrics=['a'])
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"a history state must be a dict of columns {list(COLUMNS)}, got {type(state).__name__}")
+        missing = [name for name in COLUMNS if name not in state]
+        if missing:
+            raise ValueError(f"a history state needs columns {list(COLUMNS)}; missing {missing}")
+        not_lists = [name for name in COLUMNS if not isinstance(state[name], (list, tuple))]
+        if not_lists:
+            raise ValueError(f"history state columns must be lists; {not_lists} are not")
+        lengths = {name: len(state[name]) for name in COLUMNS}
+        if len(set(lengths.values())) > 1:
+            described = ", ".join(f"{name}={length}" for name, length in lengths.items())
+            raise ValueError(f"history state columns have unequal lengths ({described}): the state is truncated or corrupt, and no rows are dropped to hide it")
         return cls(zip(*(state[name] for name in COLUMNS)))
 
 
 def _normalise(step: Any, epoch: Any, metric: Any, site: Any, value: Any) -> tuple[int, int, str, str, float]:
     return int(step), int(epoch), str(metric), str(site), float(value)
+
+
+def _text_column(values: list[str]) -> pd.Series:
+    # object dtype: pandas 3's default string dtype is Arrow-backed and cannot hold a lone surrogate.
+    import pandas as pd
+
+    return pd.Series(values, dtype=object)
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _rows_equal(a: MetricRow, b: MetricRow) -> bool:

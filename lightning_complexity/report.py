@@ -38,6 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lightning_complexity.atomic import atomic_write_bytes, atomic_write_text
+from lightning_complexity.safe_names import html_text, legend_text, plot_text, printable
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
@@ -94,17 +97,19 @@ def curves_figure(history: MetricHistory, metric: str, by: str = "epoch") -> Fig
         >>> curves_figure(h, "affinity").axes[0].get_xlabel()
         'epoch'
     """
-    curves = [(site, t, y) for (name, site), (t, y) in history.curves(by).items() if name == metric]
+    from lightning_complexity.figures import drawable
+
+    curves = [(site, t, drawable(y)) for (name, site), (t, y) in history.curves(by).items() if name == metric]
     figure = _new_figure(7.5, 4.2)
     axes = figure.add_subplot()
     colours = site_colours(len(curves))
     longest = max((len(t) for _, t, _ in curves), default=0)
     marker = "o" if longest <= 30 else None
     for colour, (site, t, y) in zip(colours, curves):
-        axes.plot(t, y, marker=marker, markersize=3, linewidth=1.2, color=colour, label=site)
+        axes.plot(t, y, marker=marker, markersize=3, linewidth=1.2, color=colour, label=legend_text(site))
     axes.set_xlabel(by)
-    axes.set_ylabel(metric)
-    axes.set_title(f"{metric} ({len(curves)} site{'s' if len(curves) != 1 else ''})")
+    axes.set_ylabel(plot_text(metric))
+    axes.set_title(f"{plot_text(metric)} ({len(curves)} site{'s' if len(curves) != 1 else ''})")
     axes.grid(alpha=0.3)
     if len(curves) <= MAX_LEGEND_SITES:
         axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -114,8 +119,10 @@ def curves_figure(history: MetricHistory, metric: str, by: str = "epoch") -> Fig
 
         scale = ScalarMappable(norm=Normalize(0, len(curves) - 1), cmap="viridis")
         bar = figure.colorbar(scale, ax=axes, label="site, forward order")
-        bar.set_ticks([0, len(curves) - 1], labels=[curves[0][0], curves[-1][0]], fontsize=7)
+        bar.set_ticks([0, len(curves) - 1], labels=[plot_text(curves[0][0]), plot_text(curves[-1][0])], fontsize=7)
     return figure
+
+
 
 
 def figure_png(figure: Figure) -> bytes:
@@ -185,7 +192,7 @@ def render_figures(specs: Sequence[FigureSpec], out_dir: Path, progress: Progres
         try:
             figure = spec.draw()
             spec.png = figure_png(figure)
-            (out_dir / spec.filename).write_bytes(spec.png)
+            atomic_write_bytes(out_dir / spec.filename, spec.png)
         except Exception as error:  # noqa: BLE001 - one bad figure must not lose the whole report
             spec.error = f"{type(error).__name__}: {error}"
             print(f"{progress.label}: figure {spec.filename} failed ({spec.error})", file=progress.stream, flush=True)
@@ -233,7 +240,7 @@ def html_page(title: str, body: Iterable[str]) -> str:
     """
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<title>{html_text(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         + "\n".join(body)
         + "\n</body>\n</html>\n"
     )
@@ -265,7 +272,7 @@ def html_table(frame: pd.DataFrame, text_columns: Iterable[str] = ()) -> str:
 
     def cell(tag: str, column: Any, text: str) -> str:
         css = ' class="text"' if column in text_columns else ""
-        return f"<{tag}{css}>{html.escape(text)}</{tag}>"
+        return f"<{tag}{css}>{html_text(text)}</{tag}>"
 
     header = "".join(cell("th", c, str(c)) for c in frame.columns)
     rows = ["<tr>" + "".join(cell("td", c, format_cell(v)) for c, v in zip(frame.columns, values)) + "</tr>" for values in frame.itertuples(index=False)]
@@ -275,11 +282,11 @@ def html_table(frame: pd.DataFrame, text_columns: Iterable[str] = ()) -> str:
 def html_figure(spec: FigureSpec) -> str:
     """The figure embedded as a base64 PNG, with its caption; a failed figure as an error line."""
     if spec.png is None:
-        return f'<p class="error">{html.escape(spec.title)}: the figure could not be drawn ({html.escape(spec.error or "unknown error")}).</p>'
+        return f'<p class="error">{html_text(spec.title)}: the figure could not be drawn ({html_text(spec.error or "unknown error")}).</p>'
     data = base64.b64encode(spec.png).decode("ascii")
     return (
-        f'<figure><img alt="{html.escape(spec.title)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{html.escape(spec.caption)} <code>{html.escape(spec.filename)}</code></figcaption></figure>"
+        f'<figure><img alt="{html_text(spec.title)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html_text(spec.caption)} <code>{html_text(spec.filename)}</code></figcaption></figure>"
     )
 
 
@@ -310,7 +317,7 @@ def _sites_table(history: MetricHistory) -> pd.DataFrame:
     for metric in history.metrics():
         for site in history.sites(metric):
             metrics_at.setdefault(site, []).append(metric)
-    return pd.DataFrame({"site": list(metrics_at), "metrics": [", ".join(m) for m in metrics_at.values()]})
+    return pd.DataFrame({"site": pd.Series(list(metrics_at), dtype=object), "metrics": pd.Series([", ".join(m) for m in metrics_at.values()], dtype=object)})
 
 
 def _fits_table(fits: pd.DataFrame) -> pd.DataFrame:
@@ -332,6 +339,7 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
         report = write_report(load_run("runs/digits/version_0"), "report")
         print(report.html_path, len(report.png_paths))
     """
+    from lightning_complexity.export import write_table
     from lightning_complexity.figures import power_law_figure, signature_heatmap
 
     out_dir = Path(out_dir)
@@ -356,17 +364,17 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
     render_figures(specs, out_dir, Progress(len(specs), "report", enabled=progress))
 
     fits = history.power_law_fits(by=by)
-    fits.to_csv(out_dir / "power_laws.csv", index=False)
+    write_table(fits, out_dir / "power_laws.csv")
     if run.layer_algebra is not None:
-        run.layer_algebra.to_csv(out_dir / "layer_algebra.csv", index=False)
+        write_table(run.layer_algebra, out_dir / "layer_algebra.csv")
 
     curve_specs = [s for s in specs if s.filename.startswith("curves_")]
     steps = history.steps()
     epochs = sorted({row.epoch for row in history})
     body = [
-        f"<h1>Complexity report: {html.escape(label)}</h1>",
+        f"<h1>Complexity report: {html_text(label)}</h1>",
         "<ul>",
-        f"<li>source: {html.escape(run.kind)} <code>{html.escape(str(run.path))}</code></li>",
+        f"<li>source: {html_text(run.kind)} <code>{html_text(run.path)}</code></li>",
         f"<li>{len(history)} rows; {len(steps)} measurements at steps {steps[0]}–{steps[-1]}, epochs {epochs[0]}–{epochs[-1]}</li>",
         f"<li>{len(history.metrics())} metrics, {len(history.sites())} sites; time axis: {by}</li>",
         "</ul>",
@@ -380,7 +388,7 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
 
     body.append('<h2 id="curves">Curves</h2>')
     for spec in curve_specs:
-        body.append(f"<h3>{html.escape(spec.title)}</h3>")
+        body.append(f"<h3>{html_text(spec.title)}</h3>")
         body.append(html_figure(spec))
 
     body.append('<h2 id="signature">Non-linearity signature</h2>')
@@ -406,7 +414,7 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
         body.append(html_table(frame, [c for c in frame.columns if not is_numeric_dtype(frame[c])]))
 
     html_path = out_dir / "report.html"
-    html_path.write_text(html_page(f"Complexity report: {label}", body), encoding="utf-8")
+    atomic_write_text(html_path, html_page(f"Complexity report: {label}", body))
     return ReportResult(
         html_path=html_path,
         png_paths=[out_dir / s.filename for s in specs if s.png is not None],

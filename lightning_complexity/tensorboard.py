@@ -5,6 +5,13 @@ TensorBoard we add one custom-scalars layout with a chart per metric overlaying 
 (``add_scalars`` would instead create one run per tag). Figures (heatmaps, log-log fits) go through
 ``SummaryWriter.add_figure``.
 
+Names are made safe here, where tags are built, not in the history: a lone surrogate in a module
+name (the Python literal ``"gelu\\udcff"``) cannot be encoded as UTF-8 by TensorBoard's protobufs
+nor by Lightning's ``CSVLogger``, so :func:`scalar_tag` writes it as its backslash escape (the
+literal ``"gelu\\\\udcff"``, see :func:`lightning_complexity.safe_names.printable`); every other
+name is used as it is. A history read back from TensorBoard therefore holds the escaped form of
+such a name.
+
 Example:
     >>> scalar_tag("affinity", "layer1.0.relu")
     'complexity/affinity/layer1.0.relu'
@@ -18,23 +25,78 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["EPOCH_TAG", "FIGURE_PREFIX", "PREFIX", "custom_scalars_layout", "scalar_tag", "tensorboard_writers"]
+from lightning_complexity.safe_names import printable
+
+__all__ = [
+    "EPOCH_TAG",
+    "FIGURE_PREFIX",
+    "POWERLAW_PREFIX",
+    "PREFIX",
+    "custom_scalars_layout",
+    "powerlaw_tag",
+    "scalar_tag",
+    "split_scalar_tag",
+    "tensorboard_writers",
+]
 
 PREFIX = "complexity"
+POWERLAW_PREFIX = "powerlaw"
 FIGURE_PREFIX = "complexity_figures"
 #: completed epochs at each measurement step, so a history can be rebuilt from TensorBoard alone.
 EPOCH_TAG = "complexity_meta/epoch"
 
 
 def scalar_tag(metric: str, site: str) -> str:
-    """The hierarchical tag of one curve."""
-    return f"{PREFIX}/{metric}/{site}"
+    """The hierarchical tag of one curve, safe for every logger (lone surrogates escaped).
+
+    The site is the tag's last part: a ``/`` in it is written ``%2F`` (and ``%`` as ``%25``), so
+    that :func:`split_scalar_tag` tells it apart from a ``/`` in the metric (``val/loss``).
+
+    Example:
+        >>> scalar_tag("affinity", "gelu\\udcff"), scalar_tag("val/loss", "trainer")
+        ('complexity/affinity/gelu\\\\udcff', 'complexity/val/loss/trainer')
+    """
+    return f"{PREFIX}/{printable(metric)}/{_quote_site(printable(site))}"
+
+
+def _quote_site(site: str) -> str:
+    return site.replace("%", "%25").replace("/", "%2F")
+
+
+def _unquote_site(site: str) -> str:
+    return site.replace("%2F", "/").replace("%25", "%")
+
+
+def powerlaw_tag(metric: str, site: str, field: str) -> str:
+    """The tag of one power-law fit value (``exponent``, ``r2``, ...), safe like :func:`scalar_tag`.
+
+    Example:
+        >>> powerlaw_tag("affinity", "relu", "exponent")
+        'powerlaw/affinity/relu/exponent'
+    """
+    return f"{POWERLAW_PREFIX}/{printable(metric)}/{_quote_site(printable(site))}/{field}"
+
+
+def split_scalar_tag(tag: str) -> tuple[str, str] | None:
+    """``(metric, site)`` of a :func:`scalar_tag`, or None for another tag.
+
+    The site is the last part (its ``/`` were written ``%2F``), while the metric may hold ``/`` (a
+    trainer key such as ``val/loss`` at site ``trainer``).
+
+    Example:
+        >>> split_scalar_tag("complexity/val/loss/trainer"), split_scalar_tag("loss")
+        (('val/loss', 'trainer'), None)
+    """
+    if not tag.startswith(PREFIX + "/"):
+        return None
+    metric, slash, site = tag[len(PREFIX) + 1 :].rpartition("/")
+    return (metric, _unquote_site(site)) if slash and metric and site else None
 
 
 def custom_scalars_layout(sites_by_metric: dict[str, Iterable[str]]) -> dict[str, dict[str, list]]:
     """One category, one multiline chart per metric listing the tags of its sites."""
     return {
-        PREFIX: {metric: ["Multiline", [scalar_tag(metric, site) for site in sites]] for metric, sites in sites_by_metric.items()}
+        PREFIX: {printable(metric): ["Multiline", [scalar_tag(metric, site) for site in sites]] for metric, sites in sites_by_metric.items()}
     }
 
 
