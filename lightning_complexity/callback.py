@@ -1,13 +1,16 @@
-"""ComplexityMonitor: the Lightning glue — schedule, probe forward, history, logging, state.
+"""ComplexityMonitor: the Lightning glue — when to measure, where the samples come from, where the numbers go.
 
-The maths lives in :mod:`lightning_complexity.functional` and :mod:`lightning_complexity.site_metrics`;
-the hooks in :mod:`lightning_complexity.capture`; this file only decides *when* to measure and
-where the numbers go.
+The maths lives in :mod:`lightning_complexity.functional` and :mod:`lightning_complexity.site_metrics`,
+the hooks in :mod:`lightning_complexity.capture`, the probe in :mod:`lightning_complexity.probe`;
+this file decides *when* to measure, feeds the capture from the trainer's validation pass or the
+monitor's own pass, and records and logs the rows.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
+import math
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,20 +25,26 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lightning_complexity.capture import ActivationCapture, SiteNeeds
-from lightning_complexity.distributed import gather_sites, shard_rows
+from lightning_complexity.capture import ActivationCapture, SiteData, SiteNeeds
+from lightning_complexity.context import CONTEXT_SITE, check_context_metrics, context_values
+from lightning_complexity.distributed import all_ranks, gather_sites
 from lightning_complexity.errors import bad_argument
 from lightning_complexity.history import MetricHistory
+from lightning_complexity.isolation import isolated
 from lightning_complexity.measurement import SiteProblem, compute_metrics
-from lightning_complexity.modes import evaluation_mode
 from lightning_complexity.probe import ProbeSet, default_batch_to_input, resolve_probe_loader
+from lightning_complexity.probe_step import ProbeStep, check_probe_step
 from lightning_complexity.site_metrics import SiteMetric, resolve_metrics
-from lightning_complexity.sites import LayerSpec, describe_available, select_modules, validate_layer_spec
+from lightning_complexity.sites import LayerSpec, admits_functional, describe_available, resolve_layer_spec, select_modules
 from lightning_complexity.tensorboard import EPOCH_TAG, FIGURE_PREFIX, PREFIX, custom_scalars_layout, scalar_tag, tensorboard_writers
 
 __all__ = ["ComplexityMonitor"]
 
 _EXPORT_SUFFIXES = (".csv", ".json", ".parquet")
+#: the history metric that says how many samples each site's values rest on.
+SAMPLES_METRIC = "samples"
+SITES_TAG = "complexity_meta/sites"
+_STATE_PREFIX = "ComplexityMonitor"
 
 
 def _check_schedule(argument: str, value: int | None) -> int | None:
@@ -49,47 +58,65 @@ def _check_schedule(argument: str, value: int | None) -> int | None:
 class ComplexityMonitor(Callback):
     r"""Measure how non-linear, high-dimensional and complex each layer is while the model trains.
 
-    At the start of fit (before the first step, so curves start at initialisation) and then on its
-    schedule, the monitor runs a fixed probe set through the model in eval mode under ``no_grad``,
-    captures every watched site with forward hooks (registered once, removed at teardown or when
-    fit fails), computes its metrics batched across sites in float64, appends rows to
-    :attr:`history`, and logs them to every attached logger.
+    At the start of fit (so curves start at initialisation) and then on its schedule, the monitor
+    captures every watched *site* — each call of an activation module, and of a functional
+    activation (``F.relu``, ``torch.tanh``, …) inside a module — on a fixed probe set, computes
+    its metrics batched across sites in float64, appends rows to :attr:`history` and logs them.
+
+    Where the samples come from: with ``probe="val"`` (default), an epoch's measurement is
+    captured *inside the trainer's own validation pass* — the hooks are live for a fixed, seeded
+    set of validation batches (at most ``max_samples`` inputs, spread over the validation set, the
+    same at every measurement) — so whatever ``validation_step`` does runs the model: no
+    ``forward`` needed, any batch structure, no extra forward pass. Where no validation pass is
+    due (the start of fit, ``every_n_steps``, epochs that ``check_val_every_n_epoch`` skips, no
+    validation loader, an explicit probe ``DataLoader`` or tensor), the monitor runs its own pass
+    over the same probe batches through the user's code (``probe_step``: ``validation_step`` by
+    default) with every RNG forked, logging muted and modes and metric states restored, so
+    training stays bit-identical.
 
     Args:
         metrics: metric names or :class:`~lightning_complexity.site_metrics.SiteMetric` objects
-            (default: ``["affinity", "effective_dimension"]``).
-        layers: which modules to watch: ``None`` (every activation module), a glob on dotted module
-            names, a module type, a callable ``(name, module) -> bool``, or a list of these.
-        probe: ``"val"`` (default; the train loader when there is no validation one), ``"train"``,
+            (default: ``["affinity", "effective_dimension", "activation_pattern_entropy"]``).
+        layers: which modules to watch: ``None`` (every activation module by the rule of
+            :func:`~lightning_complexity.sites.is_activation`, and functional activations), a glob
+            on dotted names (functional sites are named ``"<module>.<function>()"``), a module type
+            or its class path (``"torch.nn.ReLU"``), a callable ``(name, module) -> bool``, or a
+            list of these.
+        probe: ``"val"`` (default; the training loader when there is no validation one), ``"train"``,
             a ``DataLoader``, or a tensor of model inputs.
-        max_samples: the probe's sample budget (rows per site for every metric).
+        max_samples: the probe's budget of inputs (and of sample rows per site).
         every_n_epochs: measure after every n-th epoch (``None``/0: off).
         every_n_steps: measure every n optimizer steps (``None``/0: off).
-        measure_at_start: measure once before the first training step.
-        spatial: ``"mean"`` averages conv maps/sequences over positions; ``"positions"`` makes every
-            position a sample (subsampled to the budget).
-        channel_dim: the feature axis of captured tensors (default: 1 for conv maps, -1 for sequences;
-            pass -1 for channels-last models).
-        probe_batch_size: rows per probe forward.
-        batch_to_input: extracts the model input from a dataloader batch (default: the tensor, the
-            first item of a tuple, or a common dict key).
+        measure_at_start: measure once before the first training step of a fresh fit.
+        spatial: ``"mean"`` averages conv maps/sequences over positions; ``"positions"`` makes
+            positions samples (spread evenly over every map, within the budget).
+        channel_dim: the feature axis of captured tensors whose *shape* is channels-last
+            (``(N, H, W, C)``: pass -1). Default: 1 for conv maps, the last axis of sequences; a
+            ``channels_last`` memory format needs nothing.
+        probe_batch_size: inputs per batch of the monitor's own pass when it draws the probe itself.
+        probe_step: the user code the monitor's own pass runs: ``None`` (``validation_step``,
+            else ``training_step``, else ``forward``), one of those names, or a callable
+            ``(module, batch) -> Any`` (see :mod:`lightning_complexity.probe_step`).
+        batch_to_input: with ``probe_step="forward"``, extracts the model input from a batch
+            (default: the tensor, the first item of a tuple, or a common dict key); a tuple is
+            spread as positional arguments.
         seed: seed of the probe draw.
         export_path: if given, the history is written there at the end of fit (``.csv``, ``.json``
-            or ``.parquet``).
-        log_figures: draw each metric's figures (e.g. the signature heatmap) into TensorBoard at
-            every measurement, and log-log power-law plots at the end of training.
-        power_law: fit ``y ≈ a·t^b`` to every curve with at least 4 points (t = completed epochs,
-            or steps when only ``every_n_steps`` is set) after each measurement and log
-            ``powerlaw/<metric>/<site>/exponent`` and ``.../r2``; the full table is
-            :meth:`MetricHistory.power_law_fits`.
+            or ``.parquet``); a failing write warns and never fails the fit.
+        log_figures: draw each metric's figures into TensorBoard, and log-log power-law plots at
+            the end of training.
+        power_law: fit ``y ≈ a·t^b`` to every curve with at least 4 points after each measurement
+            and log ``powerlaw/<metric>/<site>/exponent``, ``.../r2`` and ``.../conclusive``.
         power_law_window: ``(t_min, t_max)`` of the fits (default: all points).
-        layer_algebra: compute the data-free per-layer table (parameters, MACs, sizes, receptive
-            field, intrinsic power, layer complexity; SPEC §7) once at the start of fit, log it as
-            TensorBoard text and keep it in :attr:`layer_algebra` and the checkpoint.
+        layer_algebra: compute the data-free per-layer table (SPEC §7) once at the start of fit.
+        context_metrics: record the trainer's logged scalars (``trainer.callback_metrics``) at
+            each measurement as rows at site ``trainer``: ``True`` (all), ``False``, or a list of
+            keys or globs.
+        functional_activations: capture functional activations called inside modules.
 
     Raises:
         MisconfigurationException: for a bad argument (the message names it, the value, and what is
-            accepted), or when ``layers`` matches no module (the message lists the modules).
+            accepted), or when an explicit ``layers`` matches no module (the message lists them).
 
     Example::
 
@@ -102,11 +129,12 @@ class ComplexityMonitor(Callback):
     Logged metrics:
         ``complexity/<metric>/<site>`` for every metric the configured families produce (by default
         ``affinity``, ``effective_dimension``, ``participation_ratio``, ``effective_dimension_ratio``,
-        and the signature summaries ``affinity_signature`` at sites ``mean``, ``std``, ``min``,
-        ``max``, ``max_over_mean``), at the trainer's global step; ``complexity_meta/epoch`` holds the
-        completed epochs of each measurement. The ``epoch`` column of the history counts *completed* epochs (0 is
-        the measurement at initialisation). With TensorBoard, one custom-scalars layout shows each
-        metric's sites in one chart.
+        ``activation_pattern_entropy``, the signature summaries ``affinity_signature`` at sites
+        ``mean``, ``std``, ``min``, ``max``, ``max_over_mean``) and ``samples`` (how many samples
+        each site's values rest on), at the trainer's global step; ``complexity_meta/epoch`` holds
+        the completed epochs of each measurement and ``complexity_meta/sites`` (text) each site's
+        module, type and depth. The history's ``epoch`` column counts *completed* epochs (0 is the
+        measurement at initialisation); it also holds the context rows (site ``trainer``).
     """
 
     def __init__(
@@ -121,18 +149,20 @@ class ComplexityMonitor(Callback):
         spatial: str = "mean",
         channel_dim: int | None = None,
         probe_batch_size: int = 256,
-        batch_to_input: Callable[[Any], Tensor] | None = None,
+        probe_step: str | Callable[[pl.LightningModule, Any], Any] | None = None,
+        batch_to_input: Callable[[Any], Any] | None = None,
         seed: int = 0,
         export_path: str | Path | None = None,
         log_figures: bool = True,
         power_law: bool = True,
         power_law_window: tuple[float | None, float | None] | None = None,
         layer_algebra: bool = True,
+        context_metrics: bool | Sequence[str] | None = True,
+        functional_activations: bool = True,
     ) -> None:
         self.metrics = resolve_metrics(metrics)
-        validate_layer_spec(layers)
-        self.layers = layers
-        if not (probe in ("val", "train") or isinstance(probe, (DataLoader, Tensor))):
+        self.layers = resolve_layer_spec(layers)
+        if not (isinstance(probe, str) and probe in ("val", "train") or isinstance(probe, (DataLoader, Tensor))):
             raise bad_argument("probe", probe, "'val', 'train', a torch DataLoader, or a tensor of model inputs")
         if isinstance(probe, Tensor) and probe.ndim < 1:
             raise bad_argument("probe", probe, "a tensor of model inputs with a sample axis first")
@@ -154,6 +184,7 @@ class ComplexityMonitor(Callback):
         if isinstance(probe_batch_size, bool) or not isinstance(probe_batch_size, int) or probe_batch_size < 1:
             raise bad_argument("probe_batch_size", probe_batch_size, "an int >= 1")
         self.probe_batch_size = probe_batch_size
+        self.probe_step = check_probe_step(probe_step)
         if batch_to_input is not None and not callable(batch_to_input):
             raise bad_argument("batch_to_input", batch_to_input, "None or a callable batch -> model input")
         self.batch_to_input = batch_to_input or default_batch_to_input
@@ -167,18 +198,33 @@ class ComplexityMonitor(Callback):
             raise bad_argument("power_law_window", power_law_window, "None or a (t_min, t_max) pair (either may be None)")
         self.power_law_window = None if power_law_window is None else tuple(power_law_window)
         self.compute_layer_algebra = bool(layer_algebra)
+        self.context_metrics = check_context_metrics(context_metrics)
+        self.functional_activations = bool(functional_activations)
         #: the static per-layer table (SPEC §7) computed at the start of fit, or None.
         self.layer_algebra: Any = None
 
         self.history = MetricHistory()
+        #: histories of earlier fits with this monitor (a new Trainer starts a new history).
+        self.previous_histories: list[MetricHistory] = []
         #: metric name → the sites it watched at the last measurement, in forward order.
         self.sites: dict[str, list[str]] = {}
+        #: site → ``{"module", "type", "kind", "depth"}``: what each site is, in forward order.
+        self.site_info: dict[str, dict[str, Any]] = {}
+        #: ``(step, reason)`` of every measurement that failed (its rows are NaN).
+        self.failures: list[tuple[int, str]] = []
         self._modules_of: dict[str, set[str]] = {}
         self._capture: ActivationCapture | None = None
         self._probe: ProbeSet | None = None
+        self._step: ProbeStep | None = None
         self._measured_steps: set[int] = set()
-        self._warned: set[tuple[str, str]] = set()
+        self._warned: set[Any] = set()
         self._layout_tags: dict[str, list[str]] = {}
+        self._last_keys: list[tuple[str, str]] = []
+        self._pending_epoch: int | None = None
+        self._capturing_validation = False
+        self._seen_validation_batches = 0
+        self._measurements = 0
+        self._loaded_state = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -188,7 +234,13 @@ class ComplexityMonitor(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"version": 1, "history": self.history.state_dict()}
+        state: dict[str, Any] = {
+            "version": 2,
+            "history": self.history.state_dict(),
+            "sites": dict(self.site_info),
+            "failures": [list(f) for f in self.failures],
+            "previous_histories": [h.state_dict() for h in self.previous_histories],
+        }
         if self.layer_algebra is not None:
             state["layer_algebra"] = self.layer_algebra.to_dataframe().to_dict(orient="list")
         return state
@@ -196,46 +248,146 @@ class ComplexityMonitor(Callback):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = MetricHistory.from_state_dict(state_dict["history"])
+        self.site_info = dict(state_dict.get("sites", {}))
+        self.failures = [(int(s), str(r)) for s, r in state_dict.get("failures", [])]
+        self.previous_histories = [MetricHistory.from_state_dict(h) for h in state_dict.get("previous_histories", [])]
         self._measured_steps = set(self.history.steps())
+        self._loaded_state = True
+
+    @override
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Lightning finds our state by state_key, which depends on metrics= and the schedule: a
+        # resume with other settings would silently drop the history. Find it by class instead.
+        states = checkpoint.get("callbacks") or {}
+        if self.state_key in states:
+            return
+        candidates = [key for key in states if isinstance(key, str) and key.startswith(_STATE_PREFIX) and isinstance(states[key], dict) and "history" in states[key]]
+        if len(candidates) == 1:
+            self.load_state_dict(states[candidates[0]])
+            rank_zero_warn(
+                f"lightning_complexity: the checkpoint's monitor state was saved under other settings ({candidates[0]}); "
+                f"its history ({len(self.history)} rows) is kept and continued with the current settings ({self.state_key})."
+            )
+        elif len(candidates) > 1:
+            rank_zero_warn(
+                f"lightning_complexity: the checkpoint holds several monitor states ({candidates}) and none matches this "
+                f"monitor's settings ({self.state_key}); none is loaded, so this monitor's history starts empty."
+            )
 
     # ------------------------------------------------------------------ setup / teardown
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start_history(trainer)
+        self._remove_hooks()
+        self._probe = self._build_probe(trainer)
+        self._prepare_capture(pl_module)
+        self._step = ProbeStep.resolve(self.probe_step, pl_module, batches_are_inputs=isinstance(self.probe, Tensor), batch_to_input=self.batch_to_input)
+        self._pending_epoch = None
+        self._capturing_validation = False
+
+    def _start_history(self, trainer: pl.Trainer) -> None:
+        resumed = self._loaded_state or trainer.ckpt_path is not None
+        self._loaded_state = False
+        if not resumed and len(self.history) and trainer.global_step <= max(self.history.steps()):
+            # A new Trainer (pretrain, then fine-tune): its steps start again, so it gets its own history.
+            self.previous_histories.append(self.history)
+            self.history = MetricHistory()
+            self.failures = []
+            rank_zero_warn(
+                "lightning_complexity: this monitor is used for a new fit; its history starts empty and the previous "
+                f"fit's {len(self.previous_histories[-1])} rows are in `monitor.previous_histories[-1]`."
+            )
+        self._measured_steps = set(self.history.steps())
+
+    def _metric_spec(self, metric: SiteMetric) -> LayerSpec:
+        return metric.layers if metric.layers is not None else self.layers
+
+    def _prepare_capture(self, pl_module: pl.LightningModule) -> None:
         needs: dict[str, SiteNeeds] = {}
+        self._modules_of = {}
         for metric in self.metrics:
             if metric.network_level:
                 continue
-            spec = metric.layers if metric.layers is not None else self.layers
+            spec = self._metric_spec(metric)
             modules = select_modules(pl_module, spec)
-            if not modules:
+            if not modules and spec is not None:
                 argument = "layers" if metric.layers is None else f"{type(metric).__name__}(layers=...)"
-                what = "every activation module (none found)" if spec is None else repr(spec)
-                raise MisconfigurationException(
-                    f"`{argument}` selects no module for metric {metric.name!r} ({what}). "
-                    f"Available modules: {describe_available(pl_module)}"
-                )
+                if metric.layers is not None and _is_default_spec(metric):
+                    self._warn_once(("no blocks", metric.name), f"lightning_complexity: `{metric.name}` finds no module to watch in {type(pl_module).__name__} by its default rule and is skipped; pass `{argument}`.")
+                elif not (self._functional_allowed(metric) and _names_functional_sites(spec)):
+                    raise MisconfigurationException(
+                        f"`{argument}={spec!r}` selects no module for metric {metric.name!r}. Available modules: {describe_available(pl_module)}"
+                    )
             self._modules_of[metric.name] = set(modules)
             for name in modules:
                 needs[name] = needs.get(name, SiteNeeds(output=False)) | metric.needs
-        self._remove_hooks()
-        self._capture = ActivationCapture(pl_module, needs, spatial=self.spatial, channel_dim=self.channel_dim, positions_per_sample=self._positions_per_sample())
-        if isinstance(self.probe, Tensor):
-            self._probe = ProbeSet(self.probe, self.max_samples, self.probe_batch_size)
-        else:
-            loader = self.probe if isinstance(self.probe, DataLoader) else resolve_probe_loader(trainer, self.probe)
-            self._probe = ProbeSet.from_loader(loader, self.max_samples, seed=self.seed, batch_size=self.probe_batch_size, batch_to_input=self.batch_to_input)
-        self._probe.to(pl_module.device)
+        functional = self._functional_needs if self.functional_activations and any(self._functional_allowed(m) for m in self.metrics) else None
+        self._capture = ActivationCapture(
+            pl_module,
+            needs,
+            spatial=self.spatial,
+            channel_dim=self.channel_dim,
+            positions_per_sample=self._positions_per_sample(),
+            sample_budget=self.max_samples,
+            functional=functional,
+        )
+
+    def _functional_allowed(self, metric: SiteMetric) -> bool:
+        return self.functional_activations and not metric.network_level and metric.layers is None
+
+    def _functional_needs(self, site: str) -> SiteNeeds | None:
+        wanted = [m.needs for m in self.metrics if self._functional_allowed(m) and admits_functional(self.layers, site)]
+        if not wanted:
+            return None
+        combined = SiteNeeds(output=False)
+        for need in wanted:
+            combined = combined | need
+        return combined
+
+    def _site_watched(self, metric: SiteMetric, data: SiteData) -> bool:
+        if data.kind == "functional":
+            return self._functional_allowed(metric) and admits_functional(self.layers, data.module)
+        return data.module in self._modules_of.get(metric.name, ())
 
     def _positions_per_sample(self) -> int | None:
-        return None if self.spatial == "mean" else max(1, self.max_samples // max(1, self._probe_rows()))
+        # The budget of sample rows shared evenly by the probe's inputs (at least one position each).
+        if self.spatial == "mean":
+            return None
+        return max(1, self.max_samples // max(1, len(self._probe)))
 
-    def _probe_rows(self) -> int:
-        return int(self.probe.shape[0]) if isinstance(self.probe, Tensor) else self.max_samples
+    def _build_probe(self, trainer: pl.Trainer) -> ProbeSet:
+        rank, world_size = trainer.global_rank, trainer.world_size
+        if isinstance(self.probe, Tensor):
+            return ProbeSet.from_tensor(self.probe, self.max_samples, self.probe_batch_size, rank, world_size)
+        if isinstance(self.probe, DataLoader):
+            return ProbeSet.from_loader(self.probe, self.max_samples, seed=self.seed, batch_size=self.probe_batch_size, rank=rank, world_size=world_size)
+        loader, stage = resolve_probe_loader(trainer, self.probe)
+        if loader is None:
+            raise bad_argument("probe", self.probe, "a probe source that exists: this fit has no dataloader for it; pass probe=<DataLoader> or a tensor")
+        probe = ProbeSet.from_loader(
+            loader,
+            self.max_samples,
+            seed=self.seed,
+            batch_size=self.probe_batch_size,
+            rank=rank,
+            world_size=world_size,
+            validation=stage == "val",
+            limit_batches=trainer.limit_val_batches if stage == "val" else None,
+        )
+        if stage == "val" and not probe.validation_batches:
+            self._warn_once(("probe", "shuffled"), "lightning_complexity: the validation loader does not read its dataset in order (shuffled or a custom sampler), so its batches differ between epochs; the monitor draws a fixed probe from the validation set and runs its own pass at every measurement.")
+        return probe
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.failures:
+            steps = ", ".join(str(step) for step, _ in self.failures[:20]) + (" …" if len(self.failures) > 20 else "")
+            rank_zero_warn(f"lightning_complexity: {len(self.failures)} of {self._measurements} measurements of this fit failed (steps {steps}); their rows are NaN.")
         if self.export_path is not None and trainer.is_global_zero:
-            self.export(self.export_path)
+            try:
+                self.export(self.export_path)
+            except Exception as error:  # noqa: BLE001 - a failed export must not fail a finished fit
+                rank_zero_warn(f"lightning_complexity: the history could not be written to {self.export_path} ({type(error).__name__}: {error}); it is still in `monitor.history`.")
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -246,6 +398,7 @@ class ComplexityMonitor(Callback):
         self._remove_hooks()
 
     def _remove_hooks(self) -> None:
+        self._capturing_validation = False
         if self._capture is not None:
             self._capture.remove()
             self._capture = None
@@ -255,35 +408,80 @@ class ComplexityMonitor(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.compute_layer_algebra and self.layer_algebra is None:
             self._compute_layer_algebra(trainer, pl_module)
-        if self.measure_at_start:
-            self._measure(trainer, pl_module, epoch=trainer.current_epoch)
+        if self.measure_at_start and trainer.global_step == 0:
+            self._measure_own_pass(trainer, pl_module, epoch=trainer.current_epoch)
 
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         last = self._is_last_batch(trainer, batch_idx)
-        epoch = trainer.current_epoch + int(last)
-        step_due = self.every_n_steps is not None and trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0
-        # Measure at the epoch's last batch, before validation and any epoch-end checkpoint, so a
-        # checkpoint written at this epoch's end already holds this epoch's rows.
-        epoch_due = last and self._epoch_due(epoch)
-        if step_due or epoch_due:
-            self._measure(trainer, pl_module, epoch=epoch)
+        if self.every_n_steps is not None and trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._measure_own_pass(trainer, pl_module, epoch=trainer.current_epoch + int(last))
+        if last and self._epoch_due(trainer.current_epoch + 1):
+            # The epoch's measurement waits for the validation pass that follows this batch; if
+            # none runs, on_train_epoch_end makes it with the monitor's own pass (same weights).
+            self._pending_epoch = trainer.current_epoch + 1
+
+    @override
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self._pending_epoch is None or self._capture is None or self._probe is None:
+            return
+        if not self._probe.validation_batches or self.global_step_measured(trainer):
+            return
+        self._capture.begin_capture(only_batches=True)
+        self._capturing_validation = True
+        self._seen_validation_batches = 0
+
+    @override
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not self._capturing_validation or dataloader_idx != 0 or self._capture is None:
+            return
+        chosen = self._probe.validation_batches.get(batch_idx)
+        if chosen is not None:
+            self._capture.begin_batch(chosen.size, chosen.first_input, chosen.keep)
+            self._seen_validation_batches += 1
+
+    @override
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._capturing_validation and self._capture is not None:
+            self._capture.end_batch()
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # on_validation_end, not on_validation_epoch_end: the epoch's validation metrics are in
+        # callback_metrics by now, and checkpoint callbacks (which run after us) save after it.
+        if not self._capturing_validation or self._capture is None:
+            return
+        self._capturing_validation = False
+        self._capture.end_capture()
+        epoch, self._pending_epoch = self._pending_epoch, None
+        seen = self._seen_validation_batches
+        self._measure(trainer, pl_module, epoch, lambda: self._collect_validation(seen))
+
+    def _collect_validation(self, seen: int) -> dict[str, SiteData]:
+        if seen == 0:
+            raise RuntimeError("none of the probe's validation batches ran in this validation pass (was limit_val_batches changed?)")
+        return self._capture.collect()
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Fallback for loaders whose last batch could not be recognised (iterable datasets).
-        if self._epoch_due(trainer.current_epoch + 1):
-            self._measure(trainer, pl_module, epoch=trainer.current_epoch + 1)
+        completed = trainer.current_epoch + int(self._epoch_completed(trainer))
+        due = self._pending_epoch if self._pending_epoch is not None else (completed if completed > trainer.current_epoch and self._epoch_due(completed) else None)
+        self._pending_epoch = None
+        if due is not None:
+            self._measure_own_pass(trainer, pl_module, epoch=due)
+
+    def global_step_measured(self, trainer: pl.Trainer) -> bool:
+        """Whether the current global step already has a measurement."""
+        return trainer.global_step in self._measured_steps
 
     def _compute_layer_algebra(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import warnings
-
         from lightning_complexity.layer_algebra import layer_algebra
 
         try:
+            sample = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(self._probe.inputs(self.batch_to_input, limit=1)))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                self.layer_algebra = layer_algebra(pl_module, self._convert_input(trainer, self._probe.inputs[:1]))
+                self.layer_algebra = layer_algebra(pl_module, sample)
             if caught:
                 self._warn_once(("layer_algebra", "network"), f"lightning_complexity: layer algebra: {caught[0].message}")
         except Exception as error:  # noqa: BLE001 - a static table must never stop training
@@ -302,34 +500,113 @@ class ComplexityMonitor(Callback):
         total = trainer.num_training_batches
         return bool(progress.is_last_batch) or (total != float("inf") and batch_idx + 1 >= total)
 
+    @staticmethod
+    def _epoch_completed(trainer: pl.Trainer) -> bool:
+        """Whether the epoch ending now ran all its batches (not cut short by ``max_steps``)."""
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        total = trainer.num_training_batches
+        return bool(progress.is_last_batch) or (total != float("inf") and progress.current.ready >= total)
+
     # ------------------------------------------------------------------ measuring
     def measure_now(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Measure immediately (outside the schedule), e.g. from a custom hook."""
-        self._measure(trainer, pl_module, epoch=trainer.current_epoch)
+        self._measure_own_pass(trainer, pl_module, epoch=trainer.current_epoch)
 
-    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+    def _measure_own_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        self._measure(trainer, pl_module, epoch, lambda: self._run_own_pass(trainer, pl_module))
+
+    def _run_own_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, SiteData]:
+        assert self._capture is not None and self._probe is not None and self._step is not None
+        precision = trainer.precision_plugin
+        with isolated(pl_module), self._capture.capturing():
+            for index, batch in enumerate(self._probe.batches):
+                data = precision.convert_input(batch.data)
+                if hasattr(pl_module, "_on_before_batch_transfer"):
+                    data = pl_module._on_before_batch_transfer(data, dataloader_idx=0)
+                data = trainer.strategy.batch_to_device(data, dataloader_idx=0)
+                with precision.val_step_context(), self._capture.batch(batch.size, batch.first_input, batch.keep):
+                    self._step.function(pl_module, data, index)
+        return self._capture.collect()
+
+    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int, capture: Callable[[], dict[str, SiteData]]) -> None:
         step = trainer.global_step
         if step in self._measured_steps or self._capture is None or self._probe is None:
             return
         self._measured_steps.add(step)
+        self._measurements += 1
+        local_error = None
+        captured: dict[str, SiteData] = {}
         try:
-            captured = self._run_probe(trainer, pl_module)
-            self.sites = {
-                m.name: [s for s, data in captured.items() if data.module in self._modules_of[m.name] and m.applies_to(data)]
-                for m in self.metrics
-                if not m.network_level
-            }
-            result = compute_metrics(captured, self.metrics, self.sites)
-            self._compute_network_metrics(pl_module, result)
+            captured = capture()
         except Exception as error:  # noqa: BLE001 - the monitor must never break the fit it watches
-            self._warn_once(("*", "measurement"), f"lightning_complexity: measurement at step {step} failed and was skipped ({type(error).__name__}: {error}).")
+            local_error = f"{type(error).__name__}: {error}"
+        # Every rank reaches this one collective, whatever happened locally; then all go on or all skip.
+        reports = all_ranks(trainer.strategy, (local_error, self._capture.errors if self._capture else {}, dict(self._capture.ambiguous)))
+        failed = [(rank, error) for rank, (error, _, _) in enumerate(reports) if error is not None]
+        if failed:
+            self._record_failure(trainer, step, epoch, failed)
             return
-        for problem in result.problems + [SiteProblem("capture", s, r) for s, r in self._capture.errors.items()]:
+        try:
+            captured = gather_sites(captured, trainer.strategy, self._capture.maps_budget)
+            self.sites = {m.name: [s for s, d in captured.items() if self._site_watched(m, d) and m.applies_to(d)] for m in self.metrics if not m.network_level}
+            result = compute_metrics(captured, self.metrics, self.sites)
+            self._compute_network_metrics(trainer, pl_module, result)
+        except Exception as error:  # noqa: BLE001 - the monitor must never break the fit it watches
+            self._record_failure(trainer, step, epoch, [(trainer.global_rank, f"{type(error).__name__}: {error}")])
+            return
+        self._report_capture(reports, captured, pl_module)
+        for problem in result.problems:
             self._warn_once((problem.metric, problem.site), f"lightning_complexity: `{problem.metric}` is NaN at site `{problem.site}` from step {step}: {problem.reason}. Further problems at this site are not reported.")
-        self.history.extend((step, epoch, metric, site, value) for (metric, site), value in result.values.items())
-        self._log(trainer, step, epoch, result.values)
-        if self.power_law:
-            self._log_power_laws(trainer, step)
+        values = dict(result.values)
+        watched = dict.fromkeys(s for sites in self.sites.values() for s in sites)
+        values.update({(SAMPLES_METRIC, site): float(captured[site].samples) for site in watched})
+        self._update_site_info(trainer, captured, watched)
+        self._last_keys = list(values)
+        self._record(trainer, step, epoch, values)
+
+    def _report_capture(self, reports: list[tuple], captured: dict[str, SiteData], pl_module: pl.LightningModule) -> None:
+        world = len(reports)
+        for rank, (_, errors, ambiguous) in enumerate(reports):
+            where = f" on rank {rank}" if world > 1 else ""
+            for site, reason in errors.items():
+                self._warn_once(("capture", site), f"lightning_complexity: the hook at site `{site}` failed{where}: {reason}; the site's metrics are NaN or missing.")
+            for site, (shape, size, axis) in ambiguous.items():
+                self._warn_once(("axis", site), f"lightning_complexity: at site `{site}` several axes of the {shape} tensor have the batch size {size}{where}; axis {axis} was taken as the sample axis (set batch_first on the module, or use a probe batch size that differs from the other sizes).")
+        if not captured:
+            self._warn_once(("no sites",), f"lightning_complexity: found no site to measure in {type(pl_module).__name__} (no activation module or functional activation ran in the measured pass); only network-level metrics are recorded. Pass `layers=` to choose modules: {describe_available(pl_module, limit=20)}")
+        for site, data in captured.items():
+            width = data.width
+            if width is not None and 0 < data.samples < width:
+                self._warn_once(("few samples", site), f"lightning_complexity: site `{site}` has {data.samples} samples for {width} features; its affinity and effective dimension are biased there (effective dimension is at most the sample count). Raise max_samples, or see docs/metrics.md.")
+
+    def _update_site_info(self, trainer: pl.Trainer, captured: dict[str, SiteData], watched: dict[str, None]) -> None:
+        info = {site: {"module": captured[site].module, "type": captured[site].module_type, "kind": captured[site].kind, "depth": depth} for depth, site in enumerate(s for s in captured if s in watched)}
+        if info == self.site_info:
+            return
+        self.site_info = info
+        if trainer.is_global_zero:
+            for writer in tensorboard_writers(trainer.loggers):
+                writer.add_text(SITES_TAG, json.dumps(info), global_step=trainer.global_step)
+
+    def _record_failure(self, trainer: pl.Trainer, step: int, epoch: int, failed: list[tuple[int, str]]) -> None:
+        world = trainer.world_size
+        reason = "; ".join(f"rank {rank}: {error}" if world > 1 else error for rank, error in failed)
+        self.failures.append((step, reason))
+        self._warn_once(("failure", reason), f"lightning_complexity: measurement at step {step} failed and its rows are NaN ({reason}).")
+        keys = self._last_keys or [(produced, site) for m in self.metrics if not m.network_level for site in sorted(self._modules_of.get(m.name, ())) for produced in m.produces]
+        self._record(trainer, step, epoch, dict.fromkeys(keys, math.nan))
+
+    def _record(self, trainer: pl.Trainer, step: int, epoch: int, values: dict[tuple[str, str], float]) -> None:
+        context = context_values(trainer.callback_metrics, self.context_metrics)
+        rows = [(step, epoch, metric, site, value) for (metric, site), value in values.items()]
+        rows += [(step, epoch, key, CONTEXT_SITE, value) for key, value in context.items()]
+        self.history.extend(rows)
+        try:
+            self._log(trainer, step, epoch, values)
+            if self.power_law:
+                self._log_power_laws(trainer, step)
+        except Exception as error:  # noqa: BLE001 - logging must never break the fit
+            self._warn_once(("logging",), f"lightning_complexity: logging the measurement at step {step} failed ({type(error).__name__}: {error}); the rows are in the history.")
 
     @property
     def power_law_axis(self) -> str:
@@ -341,59 +618,62 @@ class ComplexityMonitor(Callback):
 
         scalars = {}
         for (metric, site), (t, y) in self.history.curves(self.power_law_axis).items():
+            if metric == SAMPLES_METRIC:
+                continue
             fit = fit_power_law(t, y, window=self.power_law_window)  # NaN below SPEC §4's 4 points
             if np.isfinite(fit.exponent):
                 scalars[f"powerlaw/{metric}/{site}/exponent"] = fit.exponent
                 scalars[f"powerlaw/{metric}/{site}/r2"] = fit.r2
+                conclusive = getattr(fit, "conclusive", None)
+                if conclusive is not None:
+                    scalars[f"powerlaw/{metric}/{site}/conclusive"] = float(bool(conclusive))
         for logger in trainer.loggers if scalars else []:
-            logger.log_metrics(scalars, step=step)
+            logger.log_metrics({_safe_tag(k): v for k, v in scalars.items()}, step=step)
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         writers = tensorboard_writers(trainer.loggers) if trainer.is_global_zero else []
-        if not (writers and self.log_figures and self.power_law):
+        if not (writers and self.log_figures and self.power_law) or not len(self.history):
             return
+        try:
+            self._draw_power_laws(trainer, writers)
+        except Exception as error:  # noqa: BLE001 - nothing after training may fail the fit
+            self._warn_once(("powerlaw figures",), f"lightning_complexity: the power-law figures failed ({type(error).__name__}: {error}).")
+
+    def _draw_power_laws(self, trainer: pl.Trainer, writers: list[Any]) -> None:
         from lightning_complexity.figures import power_law_figure
 
         fits = self.history.power_law_fits(self.power_law_axis, self.power_law_window)
-        drawable = set(fits.loc[np.isfinite(fits["exponent"]), "metric"])  # metrics with at least one fit
-        for metric in [m for m in self.history.metrics() if m in drawable]:
+        drawable = set(fits.loc[np.isfinite(fits["exponent"].to_numpy(dtype=float)), "metric"])  # metrics with at least one fit
+        for metric in [m for m in self.history.metrics() if m in drawable and m != SAMPLES_METRIC]:
             try:
                 figure = power_law_figure(self.history, metric, self.power_law_axis, self.power_law_window)
                 for writer in writers:
-                    writer.add_figure(f"{FIGURE_PREFIX}/powerlaw/{metric}", figure, global_step=trainer.global_step, close=False)
+                    writer.add_figure(f"{FIGURE_PREFIX}/powerlaw/{_safe_tag(metric)}", figure, global_step=trainer.global_step, close=False)
             except Exception as error:  # noqa: BLE001 - a figure must never stop training
                 self._warn_once((metric, "<powerlaw figure>"), f"lightning_complexity: the power-law figure of `{metric}` failed ({type(error).__name__}: {error}).")
 
-    def _compute_network_metrics(self, pl_module: pl.LightningModule, result: Any) -> None:
-        for metric in (m for m in self.metrics if m.network_level):
+    def _compute_network_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule, result: Any) -> None:
+        network = [m for m in self.metrics if m.network_level]
+        if not network:
+            return
+        try:
+            inputs = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(self._probe.inputs(self.batch_to_input)))
+        except Exception as error:  # noqa: BLE001 - e.g. dict batches without batch_to_input
+            inputs, reason = None, f"{type(error).__name__}: {error}"
+        for metric in network:
             try:
-                values = metric.compute_network(pl_module, self._probe.inputs)
+                if inputs is None:
+                    raise RuntimeError(f"the probe gives no tensor of model inputs ({reason}); pass batch_to_input=")
+                with isolated(pl_module):
+                    values = metric.compute_network(pl_module, inputs)
                 host = torch.stack([values[name].to(torch.float64).reshape(()).cpu() for name in metric.produces]).tolist()
             except Exception as error:  # noqa: BLE001 - a failing metric must not stop training
                 host = [float("nan")] * len(metric.produces)
                 result.problems.append(SiteProblem(metric.name, metric.site, f"{type(error).__name__}: {error}"))
             result.values.update({(name, metric.site): value for name, value in zip(metric.produces, host)})
 
-    def _run_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
-        assert self._capture is not None and self._probe is not None
-        forward_context = getattr(trainer.precision_plugin, "forward_context", contextlib.nullcontext)
-        world_size, rank = trainer.world_size, trainer.global_rank
-        with evaluation_mode(pl_module), self._capture.capturing(), forward_context():
-            # Under DDP each rank runs its shard of the probe; the samples are gathered below.
-            for inputs in self._probe.to(pl_module.device).batches(shard_rows(len(self._probe), rank, world_size)):
-                self._capture.new_forward()
-                pl_module(self._convert_input(trainer, inputs))
-        captured = self._capture.collect()
-        return gather_sites(captured, trainer.strategy, len(self._probe), self._capture.maps_budget)
-
-    @staticmethod
-    def _convert_input(trainer: pl.Trainer, inputs: Tensor) -> Tensor:
-        # Under "64-true", "bf16-true" or "16-true" the model's dtype changed: cast the probe the
-        # way Lightning casts training batches.
-        return trainer.precision_plugin.convert_input(inputs)
-
-    def _warn_once(self, key: tuple[str, str], message: str) -> None:
+    def _warn_once(self, key: Any, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             rank_zero_warn(message)
@@ -436,3 +716,22 @@ class ComplexityMonitor(Callback):
         if path.suffix not in writers:
             raise bad_argument("path", str(path), f"a path ending in one of {tuple(writers)}")
         return writers[path.suffix](path)
+
+
+def _is_default_spec(metric: SiteMetric) -> bool:
+    """Whether the metric's own ``layers`` is its class default (a rule, not the user's choice)."""
+    import inspect
+
+    default = inspect.signature(type(metric).__init__).parameters.get("layers")
+    return default is not None and default.default is metric.layers
+
+
+def _names_functional_sites(spec: LayerSpec) -> bool:
+    """Whether a layer spec has a glob that can match functional sites (``"*.relu()"``)."""
+    entries = spec if isinstance(spec, list) else [spec]
+    return any(isinstance(entry, str) and "()" in entry for entry in entries)
+
+
+def _safe_tag(tag: str) -> str:
+    # Loggers write tags to files: a lone surrogate in a module name must not fail the write.
+    return tag.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -21,9 +21,27 @@ from torch import Tensor
 
 from lightning_complexity.capture import SiteData
 
-__all__ = ["gather_sites", "shard_rows", "unshard_rows"]
+__all__ = ["all_ranks", "gather_sites", "shard_rows", "unshard_rows"]
 
 _FIELDS = ("input", "output", "maps")
+
+
+def all_ranks(strategy: Any, payload: Any) -> list[Any]:
+    """Every rank's ``payload`` (a small picklable object), in rank order: one collective that
+    every rank reaches, whatever happened locally, so ranks can agree before any other collective.
+
+    Example (one process)::
+
+        all_ranks(trainer.strategy, None)   # [None]
+    """
+    world_size = int(getattr(strategy, "world_size", 1))
+    if world_size <= 1:
+        return [payload]
+    import torch.distributed as dist
+
+    everyone: list[Any] = [None] * world_size
+    dist.all_gather_object(everyone, payload)
+    return everyone
 
 
 def shard_rows(count: int, rank: int, world_size: int) -> slice:
@@ -54,12 +72,11 @@ def _pad_rows(tensor: Tensor, rows: int) -> Tensor:
     return torch.cat([tensor, padding])
 
 
-def gather_sites(sites: dict[str, SiteData], strategy: Any, probe_size: int, maps_budget: int = 64) -> dict[str, SiteData]:
+def gather_sites(sites: dict[str, SiteData], strategy: Any, maps_budget: int = 64) -> dict[str, SiteData]:
     """All-gather every site's samples from every rank (see the module docstring).
 
-    ``probe_size`` is the number of probe inputs over all ranks (a site may give several sample
-    rows per input with ``spatial="positions"``); ``maps_budget`` caps the gathered feature maps as
-    in one process.
+    A site may give several sample rows per input (``spatial="positions"``): rows move in blocks
+    of one input's. ``maps_budget`` caps the gathered feature maps as in one process.
     """
     world_size = int(getattr(strategy, "world_size", 1))
     if world_size <= 1:
@@ -67,7 +84,11 @@ def gather_sites(sites: dict[str, SiteData], strategy: Any, probe_size: int, map
     import torch.distributed as dist
 
     local = {
-        name: {field: None if getattr(data, field) is None else tuple(getattr(data, field).shape) for field in _FIELDS}
+        name: {
+            **{field: None if getattr(data, field) is None else tuple(getattr(data, field).shape) for field in (*_FIELDS, "gate_counts")},
+            "gate_samples": data.gate_samples,
+            "inputs": data.inputs,
+        }
         for name, data in sites.items()
     }
     everyone: list[dict] = [None] * world_size  # type: ignore[list-item]
@@ -88,11 +109,19 @@ def gather_sites(sites: dict[str, SiteData], strategy: Any, probe_size: int, map
             parts = [torch.empty_like(tensor) for _ in range(world_size)]
             dist.all_gather(parts, tensor)
             # Shards hold probe rows rank::W (maps: of their first inputs); interleave them back.
-            rank0_inputs = len(range(0, probe_size, world_size))
-            rows_per_input = max(1, shapes[0][0] // max(1, rank0_inputs))
+            rows_per_input = max(1, shapes[0][0] // max(1, everyone[0][name]["inputs"])) if field != "maps" else 1
             if field == "maps":
                 setattr(merged, field, unshard_rows(torch.stack(parts), total)[:maps_budget])
             else:
                 setattr(merged, field, unshard_rows(torch.stack(parts), total, rows_per_input))
+        gate_shapes = [other[name]["gate_counts"] for other in everyone]
+        if all(shape is not None and shape == gate_shapes[0] for shape in gate_shapes):
+            # Gate counts are sums over inputs: the total over ranks is exact.
+            counts = torch.cat([data.gate_counts.reshape(-1), data.gate_nonfinite.reshape(1)])
+            dist.all_reduce(counts)
+            merged.gate_counts, merged.gate_nonfinite = counts[:-1], counts[-1]
+            merged.gate_samples = sum(other[name]["gate_samples"] for other in everyone)
+        merged.kind, merged.module_type = data.kind, data.module_type
+        merged.inputs = sum(other[name]["inputs"] for other in everyone)
         gathered[name] = merged
     return gathered

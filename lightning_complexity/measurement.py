@@ -82,7 +82,15 @@ def compute_metrics(
         for members in groups.values():
             data = [sites[m] for m in members]
             needs = metric.needs
-            group = SiteGroup(members, _stack(data, "output", needs.output), _stack(data, "input", needs.input), _stack(data, "maps", needs.maps))
+            group = SiteGroup(
+                members,
+                _stack(data, "output", needs.output),
+                _stack(data, "input", needs.input),
+                _stack(data, "maps", needs.maps),
+                _stack(data, "gate_counts", needs.gates),
+                torch.tensor([d.gate_samples for d in data], dtype=torch.float64, device=data[0].gate_counts.device) if needs.gates else None,
+                torch.stack([d.gate_nonfinite for d in data]) if needs.gates else None,
+            )
             try:
                 computed = metric.compute(group)
             except Exception as error:  # noqa: BLE001 - a failing metric must not stop training
@@ -90,6 +98,9 @@ def compute_metrics(
                 continue
             finite = _finite_per_site(group)
             for produced, value in computed.items():
+                # Non-finite activations make every value of the site undefined, whatever the
+                # functional returned from them (gate counts, for one, would count NaN as off).
+                value = torch.where(finite.to(value.device), value.to(torch.float64), torch.nan)
                 for i, member in enumerate(members):
                     per_site[member][produced] = value[i]
             for i, member in enumerate(members):
@@ -133,5 +144,8 @@ def _finite_per_site(group: SiteGroup) -> Tensor:
         if tensor is not None:
             ok = torch.isfinite(tensor).flatten(1).all(dim=1)
             flags = ok if flags is None else flags & ok
+    if group.gate_nonfinite is not None:
+        ok = group.gate_nonfinite == 0
+        flags = ok if flags is None else flags & ok
     assert flags is not None
     return flags

@@ -161,8 +161,9 @@ def test_probe_of_one_sample_gives_nan_and_one_warning_per_metric_and_site(tmp_p
     messages, _ = _fit(tmp_path, [monitor], ToyRegressor(), max_epochs=2)
     frame = monitor.history.to_dataframe()
     assert monitor.history.steps() == [0, 8, 16]
-    per_site = frame[frame.site.isin(["net.act", "relu", "relu#1"])]
+    per_site = frame[frame.site.isin(["net.act", "relu", "relu#1"]) & (frame.metric != "samples")]
     assert len(per_site) == 3 * 3 * 5 and per_site["value"].isna().all()
+    assert (frame[frame.metric == "samples"]["value"] == 1).all()  # what the NaN rests on
     expected = sorted((metric, site) for metric in ("activation_pattern_entropy", "affinity", "effective_dimension") for site in ("net.act", "relu", "relu#1"))
     assert sorted(_nan_warnings(messages)) == expected  # once each over three measurements
     assert all("fewer than 2 samples" in m for m in messages if "is NaN at site" in m)
@@ -228,8 +229,9 @@ def _compiled_fit(tmp_path, backend: str):
     messages, _ = _fit(tmp_path, [monitor], model, max_epochs=1)
     assert _nan_warnings(messages) == []
     assert not [m for m in messages if "measurement at step" in m]
-    # The hooks registered inside the compiled submodule fired at every measurement.
-    assert monitor.sites["effective_dimension"] == ["net._orig_mod.act", "relu", "relu#1"]
+    # The hooks registered inside the compiled submodule fired at every measurement; the site is
+    # named as without torch.compile (no `_orig_mod`).
+    assert monitor.sites["effective_dimension"] == ["net.act", "relu", "relu#1"]
     assert monitor.history.steps() == [0, 8]
     inner = model.net._orig_mod
     model.eval()
@@ -238,7 +240,7 @@ def _compiled_fit(tmp_path, backend: str):
         h1 = torch.relu(inner.fc2(act))
         h2 = torch.relu(model.fc3(h1))
     assert _no_hooks_left(model)
-    return _latest(monitor), {"net._orig_mod.act": act, "relu": h1, "relu#1": h2}
+    return _latest(monitor), {"net.act": act, "relu": h1, "relu#1": h2}
 
 
 def test_hooks_inside_a_compiled_submodule_fire(tmp_path) -> None:
@@ -364,7 +366,12 @@ def test_a_forward_that_raises_during_the_probe_skips_one_measurement_with_one_w
     failures = [m for m in messages if "measurement at step" in m]
     assert len(failures) == 1 and "step 16" in failures[0] and "probe bomb" in failures[0]
     assert _nan_warnings(messages) == []
-    assert monitor.history.steps() == [0, 8, 24]  # step 16 skipped, the fit went on
+    # Step 16 failed: its rows are there and NaN (a failed measurement is visible), the fit went on.
+    assert monitor.history.steps() == [0, 8, 16, 24]
+    at_16 = [r for r in monitor.history if r.step == 16]
+    assert at_16 and all(math.isnan(r.value) for r in at_16 if r.site != "trainer")
+    assert [s for s, _ in monitor.failures] == [16]
+    assert any("1 of 4 measurements of this fit failed (steps 16)" in m for m in messages)
     assert spy.modes[16] is True  # train/eval modes restored although the probe forward raised
     assert _no_hooks_left(model)
     # The next measurement starts from empty buffers: half a probe from step 16 must not leak in.

@@ -285,11 +285,12 @@ def _probe_draw_worker(length: int, max_samples: int) -> None:
     def status(field: str) -> int:
         return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
 
-    ProbeSet.from_loader(DataLoader(CountingDataset(10 * max_samples), batch_size=256), max_samples)  # warm-up
+    ProbeSet.from_loader(DataLoader(CountingDataset(10 * max_samples), batch_size=256), max_samples).batches  # warm-up
     dataset = CountingDataset(length)
     _CLEAR_REFS.write_text("5")
     base = status("VmRSS")
     probe = ProbeSet.from_loader(DataLoader(dataset, batch_size=256), max_samples)
+    probe.batches  # built on first use
     print(json.dumps({"growth": status("VmHWM") - base, "rows": len(probe), "reads": dataset.reads}))
 
 

@@ -34,19 +34,27 @@ def _fit(tmp_path, monitor, max_epochs=3, model=None, **kwargs):
 def test_schedule_sites_and_rows(tmp_path) -> None:
     monitor = ComplexityMonitor()
     _fit(tmp_path, monitor)
-    frame = monitor.history.to_dataframe()
+    everything = monitor.history.to_dataframe()
+    frame = everything[everything.site != "trainer"]
     assert monitor.sites["effective_dimension"] == SITES  # forward order, reused module twice
     assert monitor.sites["affinity"] == SITES
-    assert frame["metric"].unique().tolist() == METRICS[:1] + ["affinity_signature"] + METRICS[1:]
+    assert frame["metric"].unique().tolist() == METRICS[:1] + ["affinity_signature"] + METRICS[1:] + ["samples"]
     assert frame[frame.metric == "activation_pattern_entropy"]["value"].between(0, np.log(2)).all()
     assert sorted(set(zip(frame["step"], frame["epoch"]))) == [(e * BATCHES_PER_EPOCH, e) for e in range(4)]
-    assert len(frame) == 4 * (len(SITES) * len(METRICS) + len(SIGNATURE))
+    assert len(frame) == 4 * (len(SITES) * (len(METRICS) + 1) + len(SIGNATURE))
     assert frame["value"].notna().all()
+    # The 128 validation rows are the probe (two batches of 64): every site rests on all of them.
+    assert (frame[frame.metric == "samples"]["value"] == 128).all()
     signature = frame[frame.metric == "affinity_signature"]
     assert signature["site"].tolist() == SIGNATURE * 4
     scores = frame[frame.metric == "affinity"].groupby("step")["value"]
     np.testing.assert_allclose(signature[signature.site == "mean"]["value"], scores.mean(), rtol=1e-12)
     np.testing.assert_allclose(signature[signature.site == "max"]["value"], scores.max(), rtol=1e-12)
+    # Context rows: the trainer's logged scalars at each epoch's measurement (none before training).
+    context = everything[everything.site == "trainer"]
+    assert sorted(set(context["metric"])) == ["train_loss", "val_loss"]
+    assert sorted(set(context["step"])) == [8, 16, 24]
+    assert monitor.site_info["relu#1"] == {"module": "relu", "type": "ReLU", "kind": "module", "depth": 2}
 
 
 def test_every_n_steps(tmp_path) -> None:
@@ -241,7 +249,7 @@ def test_tensorboard_events_match_the_history(tmp_path) -> None:
     layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
     assert charts["effective_dimension"] == [f"complexity/effective_dimension/{s}" for s in SITES]
-    assert set(charts) == set(METRICS) | {"affinity_signature"}
+    assert set(charts) == set(METRICS) | {"affinity_signature", "samples"}
     # The signature heatmap is logged as an image at every 5th measurement (figure_every_n=5).
     images = events.Images("complexity_figures/affinity_signature")
     assert [image.step for image in images] == monitor.history.steps()[::5]
@@ -257,6 +265,7 @@ def test_power_law_fits_are_logged_and_equal_the_history_table(tmp_path) -> None
     events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     fits = monitor.history.power_law_fits().set_index(["metric", "site"])
+    fits = fits[[metric != "samples" for metric, _ in fits.index]]  # a sample count is bookkeeping, not fitted
     assert (fits["n_points"] == 5).all()  # epochs 1..5; the epoch-0 point (t = 0) is left out
     for (metric, site), fit in fits.iterrows():
         exponents = events.Scalars(f"powerlaw/{metric}/{site}/exponent")
@@ -266,7 +275,7 @@ def test_power_law_fits_are_logged_and_equal_the_history_table(tmp_path) -> None
         assert events.Scalars(f"powerlaw/{metric}/{site}/r2")[-1].value == pytest.approx(fit["r2"], rel=1e-5, abs=1e-7)
         # Independent check of the fit: ordinary least squares of ln y on ln t with numpy.
         t, y = monitor.history.series(metric, site)
-        slope = np.polyfit(np.log(t[1:]), np.log(y[1:]), 1)[0]
+        slope = np.polyfit(np.log(t[t > 0]), np.log(y[t > 0]), 1)[0]
         assert fit["exponent"] == pytest.approx(slope, rel=1e-9, abs=1e-12)
     assert "complexity_figures/powerlaw/effective_dimension" in events.Tags()["images"]
 
@@ -357,7 +366,7 @@ def test_bad_arguments_name_the_argument_value_and_accepted(kwargs, needle) -> N
 
 
 def test_layers_matching_nothing_lists_the_available_modules(tmp_path) -> None:
-    with pytest.raises(MisconfigurationException, match=r"`layers` selects no module.*Available modules: net \(Sequential\), net.fc1 \(Linear\)"):
+    with pytest.raises(MisconfigurationException, match=r"`layers='encoder.\*'` selects no module.*Available modules: net \(Sequential\), net.fc1 \(Linear\)"):
         _fit(tmp_path, ComplexityMonitor(layers="encoder.*"))
 
 
@@ -384,6 +393,7 @@ def test_nan_activations_give_nan_rows_and_one_warning_per_site(tmp_path) -> Non
         warnings.simplefilter("always")
         _fit(tmp_path, monitor, model=NaNAfterFirstEpoch(), max_epochs=4)
     frame = monitor.history.to_dataframe()
+    frame = frame[(frame.metric != "samples") & (frame.site != "trainer")]
     assert frame[frame.epoch <= 1]["value"].notna().all()
     late = frame[frame.epoch >= 2]
     assert late[late.site == "relu#1"]["value"].isna().all() and (late.site == "relu#1").sum() == 3 * 5

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from lightning_complexity.functional.linalg import as_batched
 
-__all__ = ["activation_pattern_entropy"]
+__all__ = ["activation_pattern_entropy", "pattern_entropy_from_counts"]
 
 
 def activation_pattern_entropy(pre: Tensor) -> Tensor:
@@ -62,3 +62,30 @@ def activation_pattern_entropy(pre: Tensor) -> Tensor:
         finite = torch.isfinite(batched).flatten(1).all(dim=1)
         entropy = torch.where(finite, entropy, math.nan)
     return entropy[0] if added_batch else entropy
+
+
+def pattern_entropy_from_counts(on_counts: Tensor, samples: Tensor | int) -> Tensor:
+    """The pattern entropy from streaming gate counts: ``on_counts[..., j]`` of ``samples``
+    samples had unit ``j`` positive.
+
+    This is how the monitor measures it (the capture hooks count gates per unit, a conv unit being
+    a channel at a position, so no sample is kept); it equals :func:`activation_pattern_entropy`
+    of the raw pre-activations.
+
+    Args:
+        on_counts: ``(units,)`` or ``(b, units)`` counts.
+        samples: the number of samples counted, an int or ``(b,)``.
+
+    Example:
+        >>> import torch
+        >>> round(pattern_entropy_from_counts(torch.tensor([4, 1]), 4).item(), 6)  # as above
+        0.281168
+    """
+    counts = on_counts.to(torch.float64)
+    total = torch.as_tensor(samples, dtype=torch.float64, device=counts.device)
+    if counts.ndim == 2:
+        total = total.reshape(-1, 1)
+    on = counts / total
+    per_unit = 0.0 - torch.special.xlogy(on, on) - torch.special.xlogy(1.0 - on, 1.0 - on)
+    entropy = per_unit.mean(dim=-1) if counts.shape[-1] else torch.full(counts.shape[:-1], math.nan, dtype=torch.float64, device=counts.device)
+    return torch.where(total.reshape(entropy.shape) > 0, entropy, math.nan)

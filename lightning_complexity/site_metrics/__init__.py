@@ -14,7 +14,8 @@ from lightning_complexity.errors import bad_argument
 from lightning_complexity.site_metrics.affinity import Affinity
 from lightning_complexity.site_metrics.base import SiteGroup, SiteMetric
 from lightning_complexity.site_metrics.dimension import EffectiveDimension
-from lightning_complexity.site_metrics.entropic import EntropicComplexity, PatternEntropy
+from lightning_complexity.site_metrics.entropic import EntropicComplexity
+from lightning_complexity.site_metrics.pattern_entropy import PatternEntropy
 from lightning_complexity.site_metrics.regions import LinearRegions
 from lightning_complexity.site_metrics.topology import Betti
 

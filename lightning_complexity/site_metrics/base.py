@@ -34,12 +34,17 @@ __all__ = ["SiteGroup", "SiteMetric"]
 
 @dataclass
 class SiteGroup:
-    """Sites of equal shape, stacked: ``outputs``/``inputs`` ``(b, n, d)``, ``maps`` ``(b, N, C, H, W)``."""
+    """Sites of equal shape, stacked: ``outputs``/``inputs`` ``(b, n, d)``, ``maps`` ``(b, N, C, H, W)``,
+    ``gate_counts`` ``(b, units)`` with ``gate_samples`` ``(b,)`` (how many inputs were counted) and
+    ``gate_nonfinite`` ``(b,)`` (NaN/Inf values seen while counting)."""
 
     sites: list[str]
     outputs: Tensor | None = None
     inputs: Tensor | None = None
     maps: Tensor | None = None
+    gate_counts: Tensor | None = None
+    gate_samples: Tensor | None = None
+    gate_nonfinite: Tensor | None = None
 
 
 class SiteMetric(ABC):
@@ -82,11 +87,17 @@ class SiteMetric(ABC):
             if data.maps is None:
                 return None
             key.append(tuple(data.maps.shape))
+        if self.needs.gates:
+            if data.gate_counts is None:
+                return None
+            key.append(tuple(data.gate_counts.shape))
         return tuple(key)
 
     def samples(self, data: SiteData) -> int:
         """How many samples the site has for this metric."""
-        tensor = data.output if data.output is not None else data.maps
+        if self.needs.gates and not (self.needs.output or self.needs.input or self.needs.maps):
+            return data.gate_samples
+        tensor = data.output if data.output is not None else data.input if data.input is not None else data.maps
         return 0 if tensor is None else int(tensor.shape[0])
 
     @abstractmethod
