@@ -485,7 +485,7 @@ class ComplexityMonitor(Callback):
             if caught:
                 self._warn_once(("layer_algebra", "network"), f"lightning_complexity: layer algebra: {caught[0].message}")
         except Exception as error:  # noqa: BLE001 - a static table must never stop training
-            self._warn_once(("layer_algebra", "network"), f"lightning_complexity: the layer-algebra table could not be computed ({type(error).__name__}: {error}).")
+            self._warn_once(("layer_algebra", "network"), f"lightning_complexity: the layer-algebra table (data-free, traced from `forward(tensor)`) could not be computed for {type(pl_module).__name__} ({type(error).__name__}: {str(error).splitlines()[0]}); pass layer_algebra=False to skip it.")
             return
         if trainer.is_global_zero:
             for writer in tensorboard_writers(trainer.loggers):

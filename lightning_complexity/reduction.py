@@ -6,8 +6,9 @@ size:
 
 * one axis matches → that axis (``(N, C, H, W)``, ``(N, T, D)``, and sequence-first ``(T, N, D)``
   alike);
-* several match (e.g. ``T == N``) → the hint (``batch_first=False`` on the module or an ancestor,
-  as in ``nn.TransformerEncoderLayer``, gives axis 1), else axis 0; the caller warns once;
+* several match (e.g. ``T == N``) → the module's ``batch_first`` flag (on the module, a child or
+  an ancestor, as in ``nn.TransformerEncoderLayer``: ``False`` gives axis 1), else axis 0, and
+  the caller warns once;
 * none matches but axis 0 is a multiple of it (``(N·T, D)``, the flattened tokens of many MLP
   implementations) → axis 0 is split into ``(N, T)``, batch-major.
 
@@ -79,8 +80,12 @@ def find_sample_axis(shape: tuple[int, ...], batch_size: int | None, *, batch_fi
     if len(matches) == 1:
         return SampleLayout(matches[0])
     if len(matches) > 1:
-        prefer_second = batch_first is False and len(shape) == 3 and 1 in matches
-        return SampleLayout(1 if prefer_second else matches[0], ambiguous=True)
+        # The module's own batch_first flag settles it; without one, axis 0 is a guess.
+        if batch_first is False and len(shape) == 3 and 1 in matches:
+            return SampleLayout(1)
+        if batch_first is True and 0 in matches:
+            return SampleLayout(0)
+        return SampleLayout(matches[0], ambiguous=True)
     if batch_size > 0 and shape[0] % batch_size == 0 and shape[0] > batch_size:
         return SampleLayout(0, split=shape[0] // batch_size)
     return None
