@@ -36,6 +36,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"Final non-linearity signature (affinity, 1 = affine): {', '.join(signature)}")
     print(f"TensorBoard logs: {result.log_dir}")
     print(f"  view them with:  tensorboard --logdir {Path(args.out)}")
+    print(f"Report (HTML):     lightning-complexity report {result.log_dir}")
     return 0
 
 
@@ -89,6 +90,7 @@ def _default_report_dir(source: Path) -> Path:
 def _report(args: argparse.Namespace) -> int:
     from lightning_complexity.export import load_run
     from lightning_complexity.report import write_report
+    from lightning_complexity.run_contents import main_validation_metric, run_contents
 
     source = Path(args.run)
     try:
@@ -97,7 +99,11 @@ def _report(args: argparse.Namespace) -> int:
         return _fail("report", error)
     print(f"report: read {run.describe()}", file=sys.stderr)
     _note_ignored("report", run)
-    result = write_report(run, Path(args.out) if args.out else _default_report_dir(source), label=str(source), progress=not args.quiet)
+    try:
+        against = main_validation_metric(run_contents(run.history, run.sites).context_keys, args.against)
+    except ValueError as error:
+        return _fail("report", error)
+    result = write_report(run, Path(args.out) if args.out else _default_report_dir(source), label=str(source), progress=not args.quiet, against=against)
     print(f"wrote {result.html_path} and {len(result.png_paths)} figures beside it")
     if result.failed:
         print(f"lightning-complexity report: {len(result.failed)} figure(s) could not be drawn: {', '.join(result.failed)}", file=sys.stderr)
@@ -167,7 +173,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run", help=run_help)
     report.add_argument("--out", help="output folder (default: <run>/complexity_report, or <checkpoint>_complexity_report beside a file)")
     report.add_argument("--source", choices=("auto", "checkpoint", "tensorboard"), default="auto", help=source_help)
-    report.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    report.add_argument("--against", metavar="KEY", help="the trainer metric to plot complexity against (default: the first val* key with 'acc', else val_loss, else the first val* key)")
+    report.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     report.set_defaults(handler=_report)
 
     compare = commands.add_parser("compare", help="overlay several runs' curves and tabulate final values and power-law exponents")
@@ -176,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--labels", help="comma-separated run names (default: the shortest distinct ends of the paths)")
     compare.add_argument("--max-panels", type=_positive_int, default=12, help="most site panels per figure; more sites are sampled evenly by depth (default: 12)")
     compare.add_argument("--source", choices=("auto", "checkpoint", "tensorboard"), default="auto", help=source_help)
-    compare.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    compare.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     compare.set_defaults(handler=_compare)
     return parser
 

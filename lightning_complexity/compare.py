@@ -1,19 +1,24 @@
 """Several runs side by side: overlaid curves per metric and a table of final values and exponents.
 
-Figures: one per metric. Each site gets its own small panel in which every run is a line (colour
-and line style by run, one legend for the figure), so runs stay comparable however many sites
-there are. With more than ``max_panels`` sites, that many are shown, evenly spaced in forward
-order (first and last included); the figure's title says so and every value is in the tables.
+Figures: the training context (each trainer metric, a line per run) when the runs have one, then
+one figure per metric. Each site gets its own small panel (titled with its module type, in forward
+order) in which every run is a line (colour and line style by run, one legend for the figure), so
+runs stay comparable however many sites there are. With more than ``max_panels`` sites, that many
+are shown, evenly spaced in forward order (first and last included); the figure's title says so
+and every value is in the tables. Bookkeeping (``samples``) and metrics folded into their parent
+(another metric times a constant in every run, e.g. ``effective_dimension_ratio``) get no figure.
 
 Tables:
 
-* ``comparison.csv`` — one row per run: ``run, source, path, measurements, last_step, last_epoch``
-  then, for every ``(metric, site)`` of any run, ``final/<metric>/<site>`` (the value at the run's
-  last measurement) and ``exponent/<metric>/<site>`` (the power-law exponent b; NaN with fewer than
-  4 points after initialisation). A curve a run lacks is NaN.
+* ``comparison.csv`` — one row per run: ``run, source, path, measurements, last_step, last_epoch,
+  validation_metric, validation_final`` then, for every ``(metric, site)`` of any run,
+  ``final/<metric>/<site>`` (the value at the run's last measurement), ``exponent/<metric>/<site>``
+  (the power-law exponent b; NaN with fewer than 4 points after initialisation) and
+  ``conclusive/<metric>/<site>`` (the verdict of :mod:`lightning_complexity.report_tables`). A
+  curve a run lacks is NaN.
 * ``comparison_long.csv`` — the same numbers one row per run, metric and site, with R².
 * ``comparison.html`` — the figures embedded and one table per metric (rows: sites; columns:
-  each run's final value and exponent).
+  each run's final value and exponent, an inconclusive exponent in parentheses).
 
 Example::
 
@@ -30,13 +35,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lightning_complexity.safe_names import html_text, legend_text, plot_text, records_frame
 from lightning_complexity.atomic import atomic_write_text
-from lightning_complexity.report import FigureSpec, Progress, file_stem, html_figure, html_page, html_table, render_figures, time_axis
+from lightning_complexity.report import FigureSpec, Progress, file_stem, format_cell, html_figure, html_page, html_table, render_figures, time_axis
+from lightning_complexity.safe_names import html_text, legend_text, plot_text, records_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
 
     from lightning_complexity.export import RunData
     from lightning_complexity.history import MetricHistory
+    from lightning_complexity.run_contents import RunContents
 
 __all__ = ["ComparisonResult", "comparison_figure", "comparison_table", "comparison_long_table", "run_labels", "write_comparison"]
 
@@ -92,8 +98,21 @@ def run_style(index: int) -> tuple[object, str]:
     return colormaps["tab10"](index % 10), _LINE_STYLES[index % len(_LINE_STYLES)]
 
 
-def comparison_figure(histories: Sequence[MetricHistory], labels: Sequence[str], metric: str, by: str = "epoch", max_panels: int = 12) -> Figure:
-    """One panel per site of ``metric``, each overlaying every run's curve (legend: runs).
+def _merged_contents(histories: Sequence[MetricHistory], site_metadata: Sequence[dict] | None) -> RunContents:
+    """One :class:`RunContents` over all runs: every run's rows, the metadata of the runs that have it."""
+    from lightning_complexity.history import MetricHistory
+    from lightning_complexity.run_contents import run_contents
+
+    merged_metadata: dict = {}
+    for metadata in reversed(list(site_metadata or [])):  # the first run's metadata wins
+        merged_metadata.update(metadata or {})
+    union = MetricHistory(row for history in histories for row in history)
+    return run_contents(union, merged_metadata)
+
+
+def comparison_figure(histories: Sequence[MetricHistory], labels: Sequence[str], metric: str, by: str = "epoch", max_panels: int = 12,
+                      contents: RunContents | None = None) -> Figure:
+    """One panel per site of ``metric`` (forward order, titled with the module type), each overlaying every run's curve.
 
     Example:
         >>> from lightning_complexity import MetricHistory
@@ -102,43 +121,71 @@ def comparison_figure(histories: Sequence[MetricHistory], labels: Sequence[str],
         >>> [ax.get_title() for ax in comparison_figure([a, b], ["a", "b"], "affinity").axes]
         ['relu']
     """
-    if max_panels < 1:
-        raise ValueError(f"max_panels must be >= 1, got {max_panels!r}")
-    all_sites = _union([h.sites(metric) for h in histories])
-    sites = _shown_sites(all_sites, max_panels)
-    columns = min(_PANEL_COLUMNS, max(1, len(sites)))
-    rows = math.ceil(len(sites) / columns) if sites else 1
-    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from lightning_complexity.figures import drawable
+    from lightning_complexity.report_figures import panel_grid
 
-    figure = Figure(figsize=(3.1 * columns + 0.6, 2.3 * rows + 1.0), dpi=100, layout="constrained")
-    panels = figure.subplots(rows, columns, squeeze=False, sharex=True)
-    curves = [h.curves(by) for h in histories]
-    handles = {}
-    for index, site in enumerate(sites):
-        axes = panels[index // columns][index % columns]
-        for run_index, (label, run_curves) in enumerate(zip(labels, curves)):
-            if (metric, site) not in run_curves:
-                continue
-            t, y = run_curves[(metric, site)]
-            y = drawable(y)  # NaN, ±Inf and overflowing magnitudes left as gaps: draw what can be drawn
-            colour, style = run_style(run_index)
-            (line,) = axes.plot(t, y, linestyle=style, color=colour, marker="o" if len(t) <= 30 else None, markersize=2.5, linewidth=1.3, label=legend_text(f"{label}:{site}"))
-            handles.setdefault(label, line)
-        axes.set_title(plot_text(site), fontsize=8)
-        axes.tick_params(labelsize=7)
-        axes.grid(alpha=0.3)
-        if index // columns == rows - 1 or index + columns >= len(sites):
-            axes.set_xlabel(by, fontsize=8)
-    for index in range(len(sites), rows * columns):
-        panels[index // columns][index % columns].set_visible(False)
+    if max_panels < 1:
+        raise ValueError(f"max_panels must be >= 1, got {max_panels!r}")
+    contents = contents if contents is not None else _merged_contents(histories, None)
+    all_sites = contents.order(_union([h.sites(metric) for h in histories]))
+    sites = _shown_sites(all_sites, max_panels)
     title = f"{plot_text(metric)} by run"
     if len(sites) < len(all_sites):
         title += f" — {len(sites)} of {len(all_sites)} sites, evenly spaced in forward order"
-    figure.suptitle(title, fontsize=10)
+    run_names = [legend_text(label) for label in labels]
+    legend_width = min(3.0, 0.45 + 0.058 * max(len(name) for name in run_names))
+    figure, panels = panel_grid(max(1, len(sites)), _PANEL_COLUMNS, panel=(2.6, 1.9), legend_width=legend_width, title=title)
+    curves = [h.curves(by) for h in histories]
+    handles: dict[str, Any] = {}
+    for axes, site in zip(panels, sites):
+        for run_index, (name, run_curves) in enumerate(zip(run_names, curves)):
+            if (metric, site) not in run_curves:
+                continue
+            t, y = run_curves[(metric, site)]
+            colour, style = run_style(run_index)
+            (line,) = axes.plot(t, drawable(y), linestyle=style, color=colour, marker="o" if len(t) <= 30 else None, markersize=2.5, linewidth=1.3)
+            handles.setdefault(name, line)
+        axes.set_title(plot_text(contents.label(site)), fontsize=8)
+        axes.tick_params(labelsize=7)
+        axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        axes.yaxis.set_major_locator(MaxNLocator(nbins=4))
+        axes.set_xlabel(by, fontsize=7)
     if handles:
-        figure.legend(list(handles.values()), [legend_text(label) for label in handles], loc="outside lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
+        width = figure.get_figwidth()
+        figure.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1 - (legend_width + 0.05) / width, 0.5), fontsize=7, frameon=False)
+    return figure
+
+
+def _context_figure(histories: Sequence[MetricHistory], labels: Sequence[str], keys: list[str], by: str) -> Figure:
+    from lightning_complexity.run_contents import CONTEXT_SITE
+
+    from matplotlib.ticker import MaxNLocator
+
+    from lightning_complexity.figures import drawable
+    from lightning_complexity.report_figures import panel_grid
+
+    run_names = [legend_text(label) for label in labels]
+    legend_width = min(3.0, 0.45 + 0.058 * max(len(name) for name in run_names))
+    figure, panels = panel_grid(len(keys), _PANEL_COLUMNS, panel=(2.6, 1.9), legend_width=legend_width, title="Training context by run (the trainer's logged scalars at each measurement)")
+    handles: dict[str, Any] = {}
+    for axes, key in zip(panels, keys):
+        for run_index, (name, history) in enumerate(zip(run_names, histories)):
+            t, y = history.series(key, CONTEXT_SITE, by=by)
+            if t.size:
+                colour, style = run_style(run_index)
+                (line,) = axes.plot(t, drawable(y), linestyle=style, color=colour, marker="o" if t.size <= 30 else None, markersize=2.5, linewidth=1.3)
+                handles.setdefault(name, line)
+        axes.set_title(plot_text(key), fontsize=8)
+        axes.tick_params(labelsize=7)
+        axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        axes.yaxis.set_major_locator(MaxNLocator(nbins=4))
+        axes.set_xlabel(by, fontsize=7)
+    width = figure.get_figwidth()
+    figure.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1 - (legend_width + 0.05) / width, 0.5), fontsize=7, frameon=False)
     return figure
 
 
@@ -148,47 +195,54 @@ def _final_values(history: MetricHistory) -> dict[tuple[str, str], tuple[float, 
 
 
 def comparison_long_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.DataFrame:
-    """One row per run, metric and site: final value (and its epoch/step), exponent, R², points.
+    """One row per run, metric and site: final value (and its epoch/step), exponent, R², points, verdict.
 
     Example::
 
         comparison_long_table([load_run("a"), load_run("b")], ["a", "b"]).head()
     """
-    import pandas as pd
+    from lightning_complexity.report_tables import fit_verdicts
 
     records = []
     for run, label in zip(runs, labels):
-        fits = run.history.power_law_fits(by=time_axis(run.history)).set_index(["metric", "site"])
+        fits = run.history.power_law_fits(by=time_axis(run.history))
+        verdicts = dict(zip(zip(fits["metric"], fits["site"]), (ok for ok, _ in fit_verdicts(fits))))
+        indexed = {key: row for key, row in zip(zip(fits["metric"], fits["site"]), fits.to_dict(orient="records"))}
         for (metric, site), (value, epoch, step) in _final_values(run.history).items():
-            fit = fits.loc[(metric, site)]
+            fit = indexed[(metric, site)]
             records.append({"run": label, "metric": metric, "site": site, "final_value": value, "final_epoch": epoch, "final_step": step,
-                            "exponent": float(fit["exponent"]), "r2": float(fit["r2"]), "n_points": int(fit["n_points"])})
-    columns = ["run", "metric", "site", "final_value", "final_epoch", "final_step", "exponent", "r2", "n_points"]
+                            "exponent": float(fit["exponent"]), "r2": float(fit["r2"]), "n_points": int(fit["n_points"]), "conclusive": bool(verdicts[(metric, site)])})
+    columns = ["run", "metric", "site", "final_value", "final_epoch", "final_step", "exponent", "r2", "n_points", "conclusive"]
     return records_frame(records, columns)
 
 
 def comparison_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.DataFrame:
-    """One row per run: where it came from, then ``final/<metric>/<site>`` and ``exponent/<metric>/<site>`` columns.
+    """One row per run: where it came from, its main validation metric, then ``final/``, ``exponent/`` and ``conclusive/<metric>/<site>`` columns.
 
     Example::
 
         table = comparison_table([load_run("a"), load_run("b")], ["a", "b"])
         table.set_index("run")["final/affinity/relu"]
     """
-    import pandas as pd
+    from lightning_complexity.run_contents import CONTEXT_SITE, main_validation_metric, run_contents
 
     long = comparison_long_table(runs, labels)
     curves = list(dict.fromkeys(zip(long["metric"], long["site"])))
+    by_run = {label: {(m, s): row for m, s, row in zip(group["metric"], group["site"], group.to_dict(orient="records"))} for label, group in long.groupby("run", sort=False)}
     records = []
     for run, label in zip(runs, labels):
-        mine = long[long["run"] == label].set_index(["metric", "site"])
+        mine = by_run.get(label, {})
         steps = run.history.steps()
+        against = main_validation_metric(run_contents(run.history, run.sites).context_keys)
+        final_validation = mine[(against, CONTEXT_SITE)]["final_value"] if against and (against, CONTEXT_SITE) in mine else math.nan
         record: dict[str, object] = {"run": label, "source": run.kind, "path": str(run.path), "measurements": len(steps),
-                                     "last_step": max(steps), "last_epoch": max(row.epoch for row in run.history)}
+                                     "last_step": max(steps), "last_epoch": max(row.epoch for row in run.history),
+                                     "validation_metric": against or "", "validation_final": final_validation}
         for metric, site in curves:
-            present = (metric, site) in mine.index
-            record[f"final/{metric}/{site}"] = float(mine.loc[(metric, site), "final_value"]) if present else math.nan
-            record[f"exponent/{metric}/{site}"] = float(mine.loc[(metric, site), "exponent"]) if present else math.nan
+            row = mine.get((metric, site))
+            record[f"final/{metric}/{site}"] = float(row["final_value"]) if row else math.nan
+            record[f"exponent/{metric}/{site}"] = float(row["exponent"]) if row else math.nan
+            record[f"conclusive/{metric}/{site}"] = bool(row["conclusive"]) if row else False
         records.append(record)
     return records_frame(records)
 
@@ -204,28 +258,31 @@ class ComparisonResult:
     failed: list[str] = field(default_factory=list)
 
 
-def _metric_table(long: pd.DataFrame, metric: str, labels: Sequence[str]) -> pd.DataFrame:
-    import pandas as pd
-
+def _metric_table(long: pd.DataFrame, metric: str, labels: Sequence[str], contents: RunContents) -> pd.DataFrame:
     mine = long[long["metric"] == metric]
-    sites = list(dict.fromkeys(mine["site"]))
-    frame = pd.DataFrame({"site": pd.Series(sites, dtype=object)})
-    for label in labels:
-        by_site = mine[mine["run"] == label].set_index("site")
-        frame[f"{label}: final"] = [by_site.loc[s, "final_value"] if s in by_site.index else math.nan for s in sites]
-        frame[f"{label}: exponent b"] = [by_site.loc[s, "exponent"] if s in by_site.index else math.nan for s in sites]
-    return frame
+    sites = contents.order(mine["site"])
+    rows = {(run, site): row for run, site, row in zip(mine["run"], mine["site"], mine.to_dict(orient="records"))}
+    records = []
+    for site in sites:
+        record: dict[str, Any] = {"site": contents.label(site)}
+        for label in labels:
+            row = rows.get((label, site))
+            record[f"{label}: final"] = row["final_value"] if row else math.nan
+            exponent = format_cell(row["exponent"]) if row else "–"
+            record[f"{label}: exponent b"] = exponent if not row or row["conclusive"] or exponent == "–" else f"({exponent})"
+        records.append(record)
+    return records_frame(records, ["site", *(f"{label}: {part}" for label in labels for part in ("final", "exponent b"))])
 
 
 def write_comparison(runs: Sequence[RunData], labels: Sequence[str], out_dir: str | Path, max_panels: int = 12, progress: bool = True) -> ComparisonResult:
-    """Write ``comparison.html``, ``comparison.csv``, ``comparison_long.csv`` and one PNG per metric.
+    """Write ``comparison.html``, ``comparison.csv``, ``comparison_long.csv`` and one PNG per figure.
 
     Args:
         runs: what :func:`lightning_complexity.export.load_run` read, one per run.
         labels: the runs' names (see :func:`run_labels`), as many as runs and distinct.
         out_dir: the folder to write (created if needed).
         max_panels: the most site panels per figure.
-        progress: report each figure on stderr.
+        progress: a progress bar on stderr when it is a terminal.
 
     Raises:
         ValueError: fewer than two runs, labels not matching the runs, or ``max_panels < 1``.
@@ -234,6 +291,10 @@ def write_comparison(runs: Sequence[RunData], labels: Sequence[str], out_dir: st
 
         write_comparison([load_run("a.ckpt"), load_run("b.ckpt")], ["a", "b"], "comparison")
     """
+    from lightning_complexity.export import write_table
+    from lightning_complexity.report_tables import folded_metrics
+    from lightning_complexity.run_contents import METADATA_METRICS
+
     if len(runs) < 2:
         raise ValueError(f"a comparison needs at least two runs, got {len(runs)}")
     if len(labels) != len(runs) or len(set(labels)) != len(labels):
@@ -244,37 +305,53 @@ def write_comparison(runs: Sequence[RunData], labels: Sequence[str], out_dir: st
     out_dir.mkdir(parents=True, exist_ok=True)
     histories = [run.history for run in runs]
     by = "epoch" if all(time_axis(h) == "epoch" for h in histories) else "step"
-    metrics = _union([h.metrics() for h in histories])
-    specs = [
-        FigureSpec(f"compare_{file_stem(metric)}.png", metric, f"{metric} for each run (colour and line style by run), one panel per site, against the {by}.",
-                   lambda m=metric: comparison_figure(histories, labels, m, by, max_panels))
+    contents = _merged_contents(histories, [run.sites for run in runs])
+    folded_everywhere = set.intersection(*(set(folded_metrics(h, by)) for h in histories))
+    skipped = set(METADATA_METRICS) | set(contents.context_keys) | folded_everywhere
+    metrics = [m for m in _union([h.metrics() for h in histories]) if m not in skipped]
+    specs = []
+    if contents.context_keys:
+        specs.append(FigureSpec("compare_training.png", "training context", "Each trainer metric for each run (colour and line style by run).",
+                                lambda: _context_figure(histories, labels, contents.context_keys, by)))
+    metric_specs = [
+        FigureSpec(f"compare_{file_stem(metric)}.png", metric, f"{metric} for each run (colour and line style by run), one panel per site in forward order, against the {by}.",
+                   lambda m=metric: comparison_figure(histories, labels, m, by, max_panels, contents))
         for metric in metrics
     ]
+    specs += metric_specs
     render_figures(specs, out_dir, Progress(len(specs), "compare", enabled=progress))
-
-    from lightning_complexity.export import write_table
 
     table = comparison_table(runs, labels)
     long = comparison_long_table(runs, labels)
     csv_path = write_table(table, out_dir / "comparison.csv")
     long_csv_path = write_table(long, out_dir / "comparison_long.csv")
 
-    overview = table[["run", "source", "path", "measurements", "last_step", "last_epoch"]]
+    overview = table[["run", "source", "path", "measurements", "last_step", "last_epoch", "validation_metric", "validation_final"]]
     body = [
         f"<h1>Complexity comparison of {len(runs)} runs</h1>",
-        html_table(overview, ["run", "source", "path"]),
-        f"<p>Time axis: {by}. Final values are each run's last measurement; exponents are the power-law fits y ≈ a·t^b (SPEC §4; NaN with fewer than 4 points after initialisation). Tables also in <code>comparison.csv</code> (one row per run) and <code>comparison_long.csv</code>.</p>",
+        html_table(overview, ["run", "source", "path", "validation_metric"]),
+        f"<p>{html_text(contents.describe_sites())} over all runs. Time axis: {by}. Final values are each run's last measurement; exponents are the power-law fits "
+        "y ≈ a·t^b (SPEC §4; NaN with fewer than 4 points after initialisation); an exponent in parentheses is inconclusive (rule in the report, "
+        "<code>lightning_complexity.report_tables</code>) and should not be quoted. Tables also in <code>comparison.csv</code> (one row per run) and "
+        "<code>comparison_long.csv</code>."
+        + (f" Folded into their parent in every run (not drawn again): {html_text(', '.join(sorted(folded_everywhere)))}." if folded_everywhere else "")
+        + "</p>",
     ]
     if not all(run.exact for run in runs):
         body.append('<p class="note">Some runs were read from TensorBoard, which stores scalars as float32 (about 7 significant digits).</p>')
-    body.append("<nav>" + "".join(f'<a href="#{html.escape(file_stem(m))}">{html_text(m)}</a>' for m in metrics) + "</nav>")
-    for metric, spec in zip(metrics, specs):
+    anchors = (["training"] if contents.context_keys else []) + [file_stem(m) for m in metrics]
+    names = (["training context"] if contents.context_keys else []) + metrics
+    body.append("<nav>" + "".join(f'<a href="#{html.escape(a)}">{html_text(n)}</a>' for a, n in zip(anchors, names)) + "</nav>")
+    if contents.context_keys:
+        body.append('<h2 id="training">Training context</h2>')
+        body.append(html_figure(specs[0]))
+    for metric, spec in zip(metrics, metric_specs):
         body.append(f'<h2 id="{html.escape(file_stem(metric))}">{html_text(metric)}</h2>')
         body.append(html_figure(spec))
-        body.append(html_table(_metric_table(long, metric, labels), ["site"]))
+        body.append(html_table(_metric_table(long, metric, labels, contents), ["site"]))
     html_path = out_dir / "comparison.html"
     atomic_write_text(html_path, html_page(f"Complexity comparison: {', '.join(labels)}", body))
     return ComparisonResult(
         html_path=html_path, csv_path=csv_path, long_csv_path=long_csv_path,
-        png_paths=[out_dir / s.filename for s in specs if s.png is not None], failed=[s.filename for s in specs if s.png is None],
+        png_paths=[out_dir / s.filename for s in specs if s.png is not None], failed=[s.filename for s in specs if s.error is not None],
     )

@@ -120,6 +120,7 @@ def run_demo(out: str | Path = "runs", epochs: int = 8, max_samples: int = 360, 
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from lightning_complexity import ComplexityMonitor
+    from lightning_complexity.export import write_table
 
     pl.seed_everything(seed, verbose=False)
     out = Path(out)
@@ -140,8 +141,8 @@ def run_demo(out: str | Path = "runs", epochs: int = 8, max_samples: int = 360, 
     log_dir = Path(logger.log_dir)
     history_path = monitor.export(log_dir / "complexity_history.csv")
     monitor.history.to_parquet(log_dir / "complexity_history.parquet")
-    monitor.history.power_law_fits().to_csv(log_dir / "complexity_power_laws.csv", index=False)
+    write_table(monitor.history.power_law_fits(), log_dir / "complexity_power_laws.csv")  # atomic, spreadsheet-safe
     if monitor.layer_algebra is not None:
-        monitor.layer_algebra.to_dataframe().to_csv(log_dir / "complexity_layer_algebra.csv", index=False)
+        write_table(monitor.layer_algebra.to_dataframe(), log_dir / "complexity_layer_algebra.csv")
     accuracy = float(trainer.callback_metrics.get("val/accuracy", torch.tensor(float("nan"))))
     return DemoResult(log_dir=log_dir, history_path=history_path, monitor=monitor, val_accuracy=accuracy)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +41,9 @@ import numpy as np
 from lightning_complexity.atomic import atomic_path, atomic_write_text
 from lightning_complexity.checkpoint_reader import UnreadableCheckpoint, plain_data, read_checkpoint
 from lightning_complexity.history import MetricHistory
+from lightning_complexity.run_contents import SiteInfo, parse_site_metadata
 from lightning_complexity.safe_names import printable, spreadsheet_frame
-from lightning_complexity.tensorboard import EPOCH_TAG, PREFIX, split_scalar_tag
+from lightning_complexity.tensorboard import EPOCH_TAG, PREFIX, SITES_TAG, split_scalar_tag
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,6 +86,11 @@ class RunData:
         layer_algebra: the static per-layer table (SPEC §7) when the checkpoint holds it, else None.
         ignored: globals the checkpoint names outside the monitor's plain data (a model's config
             class, or ``os.system`` in a crafted file); none of them was imported or run.
+        sites: what the monitor recorded about each site (module, type, kind, depth), from the
+            checkpoint state or TensorBoard's ``complexity_meta/sites``; empty when the run has
+            none (older runs): types are then unknown.
+        failures: ``(step, reason)`` of each measurement that failed (its rows are NaN); from
+            checkpoints only.
     """
 
     history: MetricHistory
@@ -92,6 +98,8 @@ class RunData:
     kind: str
     layer_algebra: pd.DataFrame | None = None
     ignored: tuple[str, ...] = ()
+    sites: dict[str, SiteInfo] = field(default_factory=dict)
+    failures: tuple[tuple[int, str], ...] = ()
 
     @property
     def exact(self) -> bool:
@@ -222,7 +230,12 @@ def _from_checkpoint(path: Path) -> RunData:
     if len(history) == 0:
         raise NoMonitorData(f"{path} holds ComplexityMonitor state without measurements yet (saved before the first one)")
     layer_algebra = next((state["layer_algebra"] for state in monitor_states if state.get("layer_algebra")), None)
-    return RunData(history=history, path=path, kind="checkpoint", layer_algebra=_layer_algebra_frame(layer_algebra), ignored=checkpoint.ignored)
+    sites: dict[str, SiteInfo] = {}
+    failures = []
+    for state in monitor_states:
+        sites.update(parse_site_metadata(state.get("sites")))
+        failures += [(int(f[0]), str(f[1])) for f in state.get("failures", []) if isinstance(f, (list, tuple)) and len(f) == 2 and isinstance(f[0], int)]
+    return RunData(history=history, path=path, kind="checkpoint", layer_algebra=_layer_algebra_frame(layer_algebra), ignored=checkpoint.ignored, sites=sites, failures=tuple(failures))
 
 
 def _listed(names: tuple[str, ...], most: int = 5) -> str:
@@ -270,7 +283,20 @@ def _from_tensorboard(path: Path) -> RunData:
             rows.append((step, order, metric, site, value))
     rows.sort(key=lambda row: (row[0], row[1]))  # measurement order, tags in the order first logged
     history = MetricHistory((step, epoch_at_step[step], metric, site, value) for step, _, metric, site, value in rows)
-    return RunData(history=history, path=path, kind="tensorboard")
+    return RunData(history=history, path=path, kind="tensorboard", sites=_tensorboard_sites(accumulator))
+
+
+def _tensorboard_sites(accumulator: Any) -> dict[str, SiteInfo]:
+    """The latest ``complexity_meta/sites`` text (JSON) of the logs; empty when absent or unreadable."""
+    tags = accumulator.Tags().get("tensors", [])
+    tag = next((t for t in (SITES_TAG, SITES_TAG + "/text_summary") if t in tags), None)
+    if tag is None:
+        return {}
+    try:
+        latest = max(accumulator.Tensors(tag), key=lambda event: (event.step, event.wall_time))
+        return parse_site_metadata(json.loads(latest.tensor_proto.string_val[0].decode("utf-8")))
+    except (ValueError, IndexError, UnicodeDecodeError):  # metadata only labels the report: never fatal
+        return {}
 
 
 def _latest_per_step(events: list[Any]) -> dict[int, float]:

@@ -54,9 +54,14 @@ def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def signature_heatmap(history: MetricHistory, metric: str) -> Figure:
-    """Sites (rows, forward order) × measurements (columns, by epoch) of one metric, as a heatmap."""
-    sites = history.sites(metric)
+def signature_heatmap(history: MetricHistory, metric: str, sites: list[str] | None = None, labels: dict[str, str] | None = None) -> Figure:
+    """Sites (rows, forward order) × measurements (columns, by epoch) of one metric, as a heatmap.
+
+    ``sites`` picks and orders the rows (default: the metric's sites in order of appearance);
+    ``labels`` names them (default: the site names). NaN, ±Inf and overflowing cells are grey.
+    """
+    sites = [s for s in (sites if sites is not None else history.sites(metric)) if s in set(history.sites(metric))]
+    labels = labels or {}
     measured = {r.step for r in history if r.metric == metric}  # one pass, not one per step
     steps = [s for s in history.steps() if s in measured]
     grid = np.full((len(sites), len(steps)), np.nan)
@@ -65,8 +70,9 @@ def signature_heatmap(history: MetricHistory, metric: str) -> Figure:
     column_of = {s: j for j, s in enumerate(steps)}
     for row in history:
         if row.metric == metric:
-            grid[row_of[row.site], column_of[row.step]] = row.value
             epochs[row.step] = row.epoch
+            if row.site in row_of:
+                grid[row_of[row.site], column_of[row.step]] = row.value
     figure = _new_figure(min(12, 3 + 0.4 * len(steps)), min(12, 1.5 + 0.3 * len(sites)))
     axes = figure.add_subplot()
     # NaN and ±Inf cells are masked (drawn grey): a colour scale needs finite ends.
@@ -75,7 +81,7 @@ def signature_heatmap(history: MetricHistory, metric: str) -> Figure:
     cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
     image = axes.imshow(np.ma.masked_invalid(drawable(grid)), aspect="auto", cmap=cmap, interpolation="nearest")
     figure.colorbar(image, ax=axes, label=plot_text(metric))
-    axes.set_yticks(range(len(sites)), [plot_text(site) for site in sites], fontsize=7)
+    axes.set_yticks(range(len(sites)), [plot_text(labels.get(site, site)) for site in sites], fontsize=7)
     ticks = range(0, len(steps), max(1, len(steps) // 12))
     axes.set_xticks(list(ticks), [str(epochs[steps[j]]) for j in ticks])
     axes.set_xlabel("epoch")

@@ -1,19 +1,29 @@
 """One run's report: a self-contained HTML page, with every figure also written beside it as PNG.
 
 The page (``report.html``) embeds its images as base64 PNG and has no scripts, stylesheets or
-links outside itself, so it can be mailed or attached to a paper's supplement as one file. It shows
+links outside itself, so it can be mailed or attached to a paper's supplement as one file. It shows,
+in this order:
 
-* every metric's curves over training, one plot per metric with all its sites (a legend for up
-  to 12 sites, a colour scale in forward order beyond that);
-* the non-linearity signature heatmap (sites × measurements of ``affinity``) when affinity was
-  measured;
-* log-log power-law fits ``y ≈ a·t^b`` per metric, with each site's exponent and R², and the
-  table of all fits (also written as ``power_laws.csv``);
-* the layer-algebra table (SPEC §7) when the run was read from a checkpoint that holds it (also
-  written as ``layer_algebra.csv``).
+* a summary: where the values come from, the measurements, the real sites counted apart from the
+  summaries across sites (with their module types), the training context and the main validation
+  metric (rule: :mod:`lightning_complexity.run_contents`), failed measurements;
+* **training context**: the trainer's logged scalars across measurements, and each headline
+  metric (the first of each family) against the main validation metric;
+* **sites**: every real site by depth, grouped by top-level module, with its module type, kind,
+  sample count and metrics;
+* one figure per idea (:data:`lightning_complexity.report_figures.FAMILIES`): affinity with its
+  signature summaries, effective dimension with its ratio to the width, activation patterns,
+  entropic complexity, Betti numbers, linear regions; a metric of no family gets its own; and the
+  non-linearity signature heatmap (sites by depth × measurements);
+* **power-law fits**: the exponents with their 95 % intervals, the log-log curves with their fits,
+  and the table; inconclusive fits are greyed and flagged with the reason (rule:
+  :mod:`lightning_complexity.report_tables`); a metric that is another one times a constant
+  (``effective_dimension_ratio``) is folded into it; every fit is in ``power_laws.csv``;
+* the final value of every site-level metric, and the layer-algebra table (SPEC §7) when the run
+  was read from a checkpoint that holds it (also ``layer_algebra.csv``).
 
-The time axis is the epoch (completed epochs; 0 is the measurement at initialisation), or the
-global step when a run measured more than once per epoch (``every_n_steps``).
+The time axis is the epoch (completed epochs; 0 is the measurement at initialisation; integer
+ticks), or the global step when a run measured more than once per epoch (``every_n_steps``).
 
 Example::
 
@@ -26,7 +36,6 @@ Example::
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 import re
@@ -39,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lightning_complexity.atomic import atomic_write_bytes, atomic_write_text
-from lightning_complexity.safe_names import html_text, legend_text, plot_text, printable
+from lightning_complexity.safe_names import html_text, legend_text, plot_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,12 +56,12 @@ if TYPE_CHECKING:
 
     from lightning_complexity.export import RunData
     from lightning_complexity.history import MetricHistory
+    from lightning_complexity.run_contents import RunContents
 
 __all__ = ["FigureSpec", "Progress", "ReportResult", "curves_figure", "html_page", "html_table", "render_figures", "time_axis", "write_report"]
 
 #: sites drawn with a legend; beyond this a colour scale in forward order replaces it.
 MAX_LEGEND_SITES = 12
-_MIN_FIT_POINTS = 4  # SPEC §4: a power law is fitted to at least 4 points with t > 0
 
 
 # ---------------------------------------------------------------------- figures
@@ -70,12 +79,6 @@ def time_axis(history: MetricHistory) -> str:
     return "epoch" if len(set(epoch_of_step.values())) == len(epoch_of_step) else "step"
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
 def site_colours(count: int) -> list[Any]:
     """``count`` distinguishable colours: tab10 up to 10, else viridis in forward order."""
     from matplotlib import colormaps
@@ -89,7 +92,8 @@ def curves_figure(history: MetricHistory, metric: str, by: str = "epoch") -> Fig
     """Every site's curve of ``metric`` against ``by`` (``"epoch"`` or ``"step"``), in one plot.
 
     Up to :data:`MAX_LEGEND_SITES` sites get a legend; more get a viridis colour scale running from
-    the first site (forward order) to the last, with those two named.
+    the first site (forward order) to the last, with those two named. Values that cannot be drawn
+    (NaN, ±Inf, beyond 1e300) are gaps.
 
     Example:
         >>> from lightning_complexity import MetricHistory
@@ -97,10 +101,13 @@ def curves_figure(history: MetricHistory, metric: str, by: str = "epoch") -> Fig
         >>> curves_figure(h, "affinity").axes[0].get_xlabel()
         'epoch'
     """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     from lightning_complexity.figures import drawable
 
     curves = [(site, t, drawable(y)) for (name, site), (t, y) in history.curves(by).items() if name == metric]
-    figure = _new_figure(7.5, 4.2)
+    figure = Figure(figsize=(7.5, 4.2), dpi=100, layout="constrained")
     axes = figure.add_subplot()
     colours = site_colours(len(curves))
     longest = max((len(t) for _, t, _ in curves), default=0)
@@ -108,6 +115,8 @@ def curves_figure(history: MetricHistory, metric: str, by: str = "epoch") -> Fig
     for colour, (site, t, y) in zip(colours, curves):
         axes.plot(t, y, marker=marker, markersize=3, linewidth=1.2, color=colour, label=legend_text(site))
     axes.set_xlabel(by)
+    if by == "epoch":
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(plot_text(metric))
     axes.set_title(f"{plot_text(metric)} ({len(curves)} site{'s' if len(curves) != 1 else ''})")
     axes.grid(alpha=0.3)
@@ -123,29 +132,34 @@ def curves_figure(history: MetricHistory, metric: str, by: str = "epoch") -> Fig
     return figure
 
 
-
-
 def figure_png(figure: Figure) -> bytes:
-    """The figure as PNG bytes (drawn with Agg; no display needed)."""
+    """The figure as PNG bytes (drawn with Agg; no display needed).
+
+    zlib level 1: the figures are flat colours, so the files are barely larger than at the default
+    level 6, and encoding takes a fraction of the time.
+    """
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
     return buffer.getvalue()
 
 
 @dataclass
 class FigureSpec:
-    """A figure to draw: its file name, heading, caption, and how to draw it."""
+    """A figure to draw: its file name, heading, caption, and how to draw it.
+
+    ``draw`` may return None when the run has nothing to draw for it (the page says so).
+    """
 
     filename: str
     title: str
     caption: str
-    draw: Callable[[], Figure]
+    draw: Callable[[], Figure | None]
     png: bytes | None = None
     error: str | None = None
 
 
 class Progress:
-    """Progress on stderr: a tqdm bar when stderr is a terminal and tqdm is installed, else a line per item.
+    """Progress on stderr as a tqdm bar, shown only when stderr is a terminal (logs stay clean).
 
     Example::
 
@@ -161,26 +175,19 @@ class Progress:
         self.done = 0
         self._bar = None
         if enabled and total and getattr(self.stream, "isatty", lambda: False)():
-            try:
-                from tqdm import tqdm
-            except ImportError:  # pragma: no cover - tqdm comes with lightning
-                tqdm = None
-            if tqdm is not None:
-                self._bar = tqdm(total=total, desc=label, file=self.stream, unit="figure", leave=False)
+            from tqdm import tqdm  # installed with lightning
+
+            self._bar = tqdm(total=total, desc=label, file=self.stream, unit="figure", leave=False, dynamic_ncols=True)
 
     def advance(self, what: str) -> None:
         """Count one item done (``what`` names it)."""
         self.done += 1
-        if not self.enabled:
-            return
         if self._bar is not None:
             self._bar.set_postfix_str(what, refresh=False)
             self._bar.update(1)
-        else:
-            print(f"{self.label}: [{self.done}/{self.total}] {what}", file=self.stream, flush=True)
 
     def close(self) -> None:
-        """Remove the bar (line mode needs nothing)."""
+        """Remove the bar."""
         if self._bar is not None:
             self._bar.close()
 
@@ -191,11 +198,13 @@ def render_figures(specs: Sequence[FigureSpec], out_dir: Path, progress: Progres
     for spec in specs:
         try:
             figure = spec.draw()
-            spec.png = figure_png(figure)
-            atomic_write_bytes(out_dir / spec.filename, spec.png)
+            if figure is not None:
+                spec.png = figure_png(figure)
+                atomic_write_bytes(out_dir / spec.filename, spec.png)
         except Exception as error:  # noqa: BLE001 - one bad figure must not lose the whole report
             spec.error = f"{type(error).__name__}: {error}"
-            print(f"{progress.label}: figure {spec.filename} failed ({spec.error})", file=progress.stream, flush=True)
+            progress.stream.write(f"{progress.label}: figure {spec.filename} failed ({spec.error})\n")
+            progress.stream.flush()
         progress.advance(spec.filename)
     progress.close()
 
@@ -228,6 +237,8 @@ table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}th,td{border:1px 
 th{background:#f4f4f4}td.text,th.text{text-align:left}figure{margin:1rem 0}img{max-width:100%;height:auto}
 figcaption{font-size:.85rem;color:#555}.note{background:#fff8e0;border-left:4px solid #e0b000;padding:.4rem .8rem}
 .error{color:#a00}.scroll{overflow-x:auto}code{background:#f4f4f4;padding:0 .2rem}nav a{margin-right:1rem}
+tr.muted td{color:#999}tr.muted td:last-child{font-style:italic}tr.group th{background:#fafafa;text-align:left;font-weight:600}
+.summary li{margin:.15rem 0}
 """.strip()
 
 
@@ -260,8 +271,11 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
-def html_table(frame: pd.DataFrame, text_columns: Iterable[str] = ()) -> str:
+def html_table(frame: pd.DataFrame, text_columns: Iterable[str] = (), row_classes: Sequence[str] | None = None, group_by: str | None = None) -> str:
     """``frame`` as an HTML table; every header and cell is escaped; ``text_columns`` align left.
+
+    ``row_classes`` gives each row a CSS class (``"muted"`` greys it); ``group_by`` names a column
+    whose value heads each run of equal rows (a row spanning the table) instead of being a column.
 
     Example:
         >>> import pandas as pd
@@ -269,25 +283,40 @@ def html_table(frame: pd.DataFrame, text_columns: Iterable[str] = ()) -> str:
         True
     """
     text_columns = set(text_columns)
+    columns = [c for c in frame.columns if c != group_by]
 
     def cell(tag: str, column: Any, text: str) -> str:
         css = ' class="text"' if column in text_columns else ""
         return f"<{tag}{css}>{html_text(text)}</{tag}>"
 
-    header = "".join(cell("th", c, str(c)) for c in frame.columns)
-    rows = ["<tr>" + "".join(cell("td", c, format_cell(v)) for c, v in zip(frame.columns, values)) + "</tr>" for values in frame.itertuples(index=False)]
+    header = "".join(cell("th", c, str(c)) for c in columns)
+    rows: list[str] = []
+    group: Any = object()
+    for index, values in enumerate(frame.itertuples(index=False)):
+        record = dict(zip(frame.columns, values))
+        if group_by is not None and record[group_by] != group:
+            group = record[group_by]
+            rows.append(f'<tr class="group"><th class="text" colspan="{len(columns)}">{html_text(group)}</th></tr>')
+        css = f' class="{row_classes[index]}"' if row_classes and row_classes[index] else ""
+        rows.append(f"<tr{css}>" + "".join(cell("td", c, format_cell(record[c])) for c in columns) + "</tr>")
     return f'<div class="scroll"><table>\n<thead><tr>{header}</tr></thead>\n<tbody>\n' + "\n".join(rows) + "\n</tbody></table></div>"
 
 
 def html_figure(spec: FigureSpec) -> str:
     """The figure embedded as a base64 PNG, with its caption; a failed figure as an error line."""
     if spec.png is None:
-        return f'<p class="error">{html_text(spec.title)}: the figure could not be drawn ({html_text(spec.error or "unknown error")}).</p>'
+        if spec.error is None:
+            return f"<p>{html_text(spec.title)}: nothing to draw for this run.</p>"
+        return f'<p class="error">{html_text(spec.title)}: the figure could not be drawn ({html_text(spec.error)}).</p>'
     data = base64.b64encode(spec.png).decode("ascii")
     return (
         f'<figure><img alt="{html_text(spec.title)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{html_text(spec.caption)} <code>{html_text(spec.filename)}</code></figcaption></figure>"
     )
+
+
+def _section(anchor: str, title: str) -> str:
+    return f'<h2 id="{html_text(anchor)}">{html_text(title)}</h2>'
 
 
 # ---------------------------------------------------------------------- the report
@@ -300,39 +329,50 @@ class ReportResult:
     failed: list[str] = field(default_factory=list)
 
 
-def _drawable_for_fits(history: MetricHistory, by: str) -> list[str]:
-    """Metrics with at least one curve of ≥ 4 usable (t > 0, finite y > 0) points."""
-    metrics = []
-    for (metric, _), (t, y) in history.curves(by).items():
-        usable = (t > 0) & np.isfinite(y) & (y > 0)
-        if np.count_nonzero(usable) >= _MIN_FIT_POINTS and metric not in metrics:
-            metrics.append(metric)
-    return metrics
+def _summary(run: RunData, contents: RunContents, against: str | None, by: str) -> list[str]:
+    from lightning_complexity.run_contents import CONTEXT_SITE
+
+    history = run.history
+    steps = history.steps()
+    epochs = sorted({row.epoch for row in history})
+    items = [
+        f"source: {html_text(run.kind)} <code>{html_text(run.path)}</code>" + ("" if run.exact else " (float32 values)"),
+        f"{len(steps)} measurements at steps {steps[0]}–{steps[-1]}, epochs {epochs[0]}–{epochs[-1]}; time axis: {by}; {len(history)} rows",
+        f"<strong>{html_text(contents.describe_sites())}</strong>, measured by {len(contents.site_metrics)} metrics",
+    ]
+    parts = [f"summaries across sites: {html_text(', '.join(f'{m} ({len(history.sites(m))})' for m in contents.summary_metrics))}"] if contents.summary_metrics else []
+    if contents.network_metrics:
+        parts.append(f"network-level: {html_text(', '.join(contents.network_metrics))}")
+    if parts:
+        items.append("; ".join(parts) + " (not counted as sites)")
+    if contents.context_keys:
+        items.append(f"training context (site <code>trainer</code>): {html_text(', '.join(contents.context_keys))}")
+        if against:
+            _, values = history.series(against, CONTEXT_SITE)
+            finite = values[np.isfinite(values)]
+            final = f"{finite[-1]:.4g} at the last measurement" if finite.size else "no finite value"
+            items.append(f"main validation metric: <strong>{html_text(against)}</strong>, {final}")
+    else:
+        items.append("no training context (no rows at site <code>trainer</code>)" + ("" if run.exact else "; TensorBoard logs hold it only when the monitor logged it there, a checkpoint always does"))
+    if run.failures:
+        shown = ", ".join(str(step) for step, _ in run.failures[:10]) + (" …" if len(run.failures) > 10 else "")
+        items.append(f'<span class="error">{len(run.failures)} measurement(s) failed (steps {shown}); their rows are NaN</span>')
+    return ['<ul class="summary">', *(f"<li>{item}</li>" for item in items), "</ul>"]
 
 
-def _sites_table(history: MetricHistory) -> pd.DataFrame:
-    import pandas as pd
-
-    metrics_at: dict[str, list[str]] = {}
-    for metric in history.metrics():
-        for site in history.sites(metric):
-            metrics_at.setdefault(site, []).append(metric)
-    return pd.DataFrame({"site": pd.Series(list(metrics_at), dtype=object), "metrics": pd.Series([", ".join(m) for m in metrics_at.values()], dtype=object)})
-
-
-def _fits_table(fits: pd.DataFrame) -> pd.DataFrame:
-    shown = fits[["metric", "site", "exponent", "ci_low", "ci_high", "r2", "prefactor", "n_points"]].copy()
-    return shown.rename(columns={"exponent": "exponent b", "ci_low": "b 95% low", "ci_high": "b 95% high", "r2": "R²", "prefactor": "prefactor a", "n_points": "points"})
-
-
-def write_report(run: RunData, out_dir: str | Path, label: str | None = None, progress: bool = True) -> ReportResult:
+def write_report(run: RunData, out_dir: str | Path, label: str | None = None, progress: bool = True, against: str | None = None) -> ReportResult:
     """Write ``out_dir/report.html`` and its figures (PNG) for one run.
 
     Args:
         run: what :func:`lightning_complexity.export.load_run` read.
         out_dir: the folder to write (created if needed).
         label: the run's name in headings (default: the path read).
-        progress: report each figure on stderr (a tqdm bar on a terminal).
+        progress: a progress bar on stderr when it is a terminal.
+        against: the trainer metric to plot complexity against (default: the main validation
+            metric, :func:`lightning_complexity.run_contents.main_validation_metric`).
+
+    Raises:
+        ValueError: ``against`` is not one of the run's trainer metrics.
 
     Example::
 
@@ -340,76 +380,111 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
         print(report.html_path, len(report.png_paths))
     """
     from lightning_complexity.export import write_table
-    from lightning_complexity.figures import power_law_figure, signature_heatmap
+    from lightning_complexity.figures import signature_heatmap
+    from lightning_complexity.report_figures import (
+        ReportData,
+        against_figure,
+        exponents_figure,
+        family_figure,
+        headline_metrics,
+        loglog_figure,
+        present_families,
+        training_figure,
+    )
+    from lightning_complexity.report_tables import conclusive_thresholds, final_values_table, fits_table, folded_metrics, select_fits, sites_table
+    from lightning_complexity.run_contents import main_validation_metric, run_contents
 
     out_dir = Path(out_dir)
     history = run.history
     label = label or str(run.path)
     by = time_axis(history)
-    specs: list[FigureSpec] = []
-    for metric in history.metrics():
-        sites = history.sites(metric)
-        specs.append(FigureSpec(f"curves_{file_stem(metric)}.png", metric, f"{metric} at {len(sites)} site(s) against the {by}.", lambda m=metric: curves_figure(history, m, by)))
+    contents = run_contents(history, run.sites)
+    against = main_validation_metric(contents.context_keys, against)
+    data = ReportData.build(history, contents, by)
+    folded = folded_metrics(history, by)
+    families = present_families(data, folded)
+    headlines = headline_metrics(data, families)
+    fits = history.power_law_fits(by=by)
+    shown, verdicts = select_fits(fits, contents, folded)
+    conclusive = [ok for ok, _ in verdicts]
+
+    training = FigureSpec("training.png", "training", "The trainer's logged scalars at each measurement (solid: validation, dashed: the others).", lambda: training_figure(data))
+    versus = None
+    if against:
+        versus = FigureSpec(f"against_{file_stem(against)}.png", f"complexity against {against}",
+                            f"Each headline metric (y) against {against} (x) at every measurement: one line per site in training order, hollow at the first measurement, filled at the last.",
+                            lambda: against_figure(data, headlines, against))
+    family_specs = [(family, FigureSpec(f"{family.key}.png", family.title, family.caption, lambda f=family, p=panels: family_figure(data, f, p))) for family, panels in families]
     signature = None
     if "affinity" in history.metrics():
-        signature = FigureSpec("signature_affinity.png", "non-linearity signature", "Affinity per site (rows, forward order) at each measurement (columns); 1 = affine.", lambda: signature_heatmap(history, "affinity"))
-        specs.append(signature)
-    fit_metrics = _drawable_for_fits(history, by)
-    fit_specs = [
-        FigureSpec(f"powerlaw_{file_stem(metric)}.png", f"{metric}: power-law fits", f"{metric} against the {by} on log-log axes; lines are the fits y = a·t^b (legend: exponent b, R²).", lambda m=metric: power_law_figure(history, m, by))
-        for metric in fit_metrics
-    ]
-    specs.extend(fit_specs)
+        order = contents.order(history.sites("affinity"))
+        signature = FigureSpec("signature_affinity.png", "non-linearity signature",
+                               "Affinity per site (rows: forward order, with module type) at each measurement (columns); 1 = affine; grey: no value.",
+                               lambda: signature_heatmap(history, "affinity", sites=order, labels={s: contents.label(s) for s in order}))
+    exponents = FigureSpec("powerlaw_exponents.png", "power-law exponents", "Every exponent b with its 95% interval; grey and hollow: inconclusive (rule above).", lambda: exponents_figure(data, shown, conclusive))
+    loglog = FigureSpec("powerlaw_fits.png", "power-law fits", f"Headline curves against the {by} on log-log axes with their fits y = a·t^b (dashed and faint: inconclusive).",
+                        lambda: loglog_figure(data, shown, conclusive, headlines))
+    specs = [*([training] if contents.context_keys else []), *([versus] if versus else []), *(spec for _, spec in family_specs), *([signature] if signature else []), exponents, loglog]
     _unique_filenames(specs)
     render_figures(specs, out_dir, Progress(len(specs), "report", enabled=progress))
 
-    fits = history.power_law_fits(by=by)
     write_table(fits, out_dir / "power_laws.csv")
     if run.layer_algebra is not None:
         write_table(run.layer_algebra, out_dir / "layer_algebra.csv")
 
-    curve_specs = [s for s in specs if s.filename.startswith("curves_")]
-    steps = history.steps()
-    epochs = sorted({row.epoch for row in history})
-    body = [
-        f"<h1>Complexity report: {html_text(label)}</h1>",
-        "<ul>",
-        f"<li>source: {html_text(run.kind)} <code>{html_text(run.path)}</code></li>",
-        f"<li>{len(history)} rows; {len(steps)} measurements at steps {steps[0]}–{steps[-1]}, epochs {epochs[0]}–{epochs[-1]}</li>",
-        f"<li>{len(history.metrics())} metrics, {len(history.sites())} sites; time axis: {by}</li>",
-        "</ul>",
-    ]
-    if not run.exact:
-        body.append('<p class="note">Read from TensorBoard, which stores scalars as float32: values agree with the checkpoint or CSV export to about 7 significant digits.</p>')
-    sections = [("curves", "Curves"), ("signature", "Non-linearity signature"), ("power-laws", "Power-law fits"), ("sites", "Sites")]
+    sections = [("context", "Training context"), ("sites", "Sites"), *((family.key, family.title) for family, _ in family_specs), ("power-laws", "Power-law fits"), ("final", "Final values")]
     if run.layer_algebra is not None:
         sections.append(("layer-algebra", "Layer algebra"))
-    body.append("<nav>" + "".join(f'<a href="#{anchor}">{html.escape(title)}</a>' for anchor, title in sections) + "</nav>")
+    body = [f"<h1>Complexity report: {html_text(label)}</h1>", *_summary(run, contents, against, by)]
+    if not run.exact:
+        body.append('<p class="note">Read from TensorBoard, which stores scalars as float32: values agree with the checkpoint or CSV export to about 7 significant digits.</p>')
+    body.append("<nav>" + "".join(f'<a href="#{html_text(anchor)}">{html_text(title)}</a>' for anchor, title in sections) + "</nav>")
 
-    body.append('<h2 id="curves">Curves</h2>')
-    for spec in curve_specs:
-        body.append(f"<h3>{html_text(spec.title)}</h3>")
+    body.append(_section("context", "Training context"))
+    if contents.context_keys:
+        body.append(html_figure(training))
+        body.append(html_figure(versus) if versus else "<p>No validation metric (a trainer key starting with <code>val</code>) to plot complexity against; choose one with <code>--against KEY</code>.</p>")
+    else:
+        body.append("<p>This run has no training context: no rows at site <code>trainer</code> (the trainer's logged scalars at each measurement).</p>")
+
+    body.append(_section("sites", "Sites"))
+    summaries = ", ".join(contents.summary_metrics) or "none"
+    body.append(f"<p>{html_text(contents.describe_sites())}, in forward order (depth), grouped by top-level module. Summaries across sites ({html_text(summaries)}), network-level metrics and the trainer's scalars are not sites.</p>")
+    if contents.sites:
+        body.append(html_table(sites_table(history, contents), ["site", "module type", "kind", "metrics"], group_by="block"))
+
+    for family, spec in family_specs:
+        body.append(_section(family.key, family.title))
         body.append(html_figure(spec))
+        if family.key == "nonlinearity" and signature is not None:
+            body.append(html_figure(signature))
+    if signature is not None and not any(family.key == "nonlinearity" for family, _ in family_specs):
+        body.append(html_figure(signature))
 
-    body.append('<h2 id="signature">Non-linearity signature</h2>')
-    body.append(html_figure(signature) if signature else "<p>No <code>affinity</code> in this run, so there is no signature.</p>")
+    min_dof, min_r2 = conclusive_thresholds()
+    body.append(_section("power-laws", "Power-law fits"))
+    folded_text = f" Folded into their parent (the same curve times a constant at each site, hence the same exponent and R²): {', '.join(f'{c} → {p}' for c, p in folded.items())}." if folded else ""
+    body.append(
+        f"<p>Each curve is fitted with y ≈ a·t^b over the points with t = {by} &gt; 0 and y &gt; 0 (the measurement at initialisation is left out). "
+        f"<strong>A fit is conclusive</strong> when it has at least {min_dof} residual degrees of freedom ({2 + min_dof} points for the power law), "
+        f"R² ≥ {min_r2:g}, and a 95% interval of b that excludes 0 (the analytic one and the bootstrap one). An inconclusive fit is drawn grey "
+        f"or dashed and its row greyed, with the reason: its exponent should not be quoted.{html_text(folded_text)} "
+        "Every fit, folded ones included, is in <code>power_laws.csv</code>.</p>"
+    )
+    body.append(html_figure(exponents))
+    body.append(html_figure(loglog))
+    body.append(f"<p>{sum(conclusive)} of {len(conclusive)} fits are conclusive.</p>")
+    body.append(html_table(fits_table(shown, verdicts, contents), ["metric", "site", "95% interval", "bootstrap 95%", "verdict"], row_classes=["" if ok else "muted" for ok in conclusive]))
 
-    body.append('<h2 id="power-laws">Power-law fits</h2>')
-    body.append(f"<p>Each curve is fitted with y ≈ a·t^b over the points with t = {by} &gt; 0 and y &gt; 0 (the measurement at initialisation is left out); a fit needs at least {_MIN_FIT_POINTS} such points. Table also in <code>power_laws.csv</code>.</p>")
-    if not fit_specs:
-        body.append(f"<p>No curve has {_MIN_FIT_POINTS} usable points yet, so no fit is drawn.</p>")
-    for spec in fit_specs:
-        body.append(html_figure(spec))
-    body.append(html_table(_fits_table(fits), ["metric", "site"]))
-
-    body.append('<h2 id="sites">Sites</h2>')
-    body.append(html_table(_sites_table(history), ["site", "metrics"]))
+    body.append(_section("final", "Final values"))
+    body.append("<p>Each site-level metric at the last measurement, sites in forward order.</p>")
+    body.append(html_table(final_values_table(history, contents), ["site"]))
 
     if run.layer_algebra is not None:
-        body.append('<h2 id="layer-algebra">Layer algebra</h2>')
-        body.append("<p>Static per-layer metrics of the architecture (SPEC §7), computed once at the start of fit. Also in <code>layer_algebra.csv</code>.</p>")
         from pandas.api.types import is_numeric_dtype
 
+        body.append(_section("layer-algebra", "Layer algebra"))
+        body.append("<p>Static per-layer metrics of the architecture (SPEC §7), computed once at the start of fit. Also in <code>layer_algebra.csv</code>.</p>")
         frame = run.layer_algebra
         body.append(html_table(frame, [c for c in frame.columns if not is_numeric_dtype(frame[c])]))
 
@@ -418,5 +493,5 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
     return ReportResult(
         html_path=html_path,
         png_paths=[out_dir / s.filename for s in specs if s.png is not None],
-        failed=[s.filename for s in specs if s.png is None],
+        failed=[s.filename for s in specs if s.error is not None],
     )

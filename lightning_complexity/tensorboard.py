@@ -32,6 +32,8 @@ __all__ = [
     "FIGURE_PREFIX",
     "POWERLAW_PREFIX",
     "PREFIX",
+    "SITES_TAG",
+    "SUMMARY_CHARTS",
     "custom_scalars_layout",
     "powerlaw_tag",
     "scalar_tag",
@@ -44,6 +46,8 @@ POWERLAW_PREFIX = "powerlaw"
 FIGURE_PREFIX = "complexity_figures"
 #: completed epochs at each measurement step, so a history can be rebuilt from TensorBoard alone.
 EPOCH_TAG = "complexity_meta/epoch"
+#: text (JSON) with each site's module, type, kind and depth, as in the checkpoint state's "sites".
+SITES_TAG = "complexity_meta/sites"
 
 
 def scalar_tag(metric: str, site: str) -> str:
@@ -93,11 +97,38 @@ def split_scalar_tag(tag: str) -> tuple[str, str] | None:
     return (metric, _unquote_site(site)) if slash and metric and site else None
 
 
+#: summary metrics whose statistics live on different scales: one custom-scalars chart per group
+#: (the affinity signature's std is about 0.1 while max / mean is about 1.2).
+SUMMARY_CHARTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "affinity_signature": (("mean", "min", "max"), ("std",), ("max_over_mean",)),
+    "betti_depth": (("decay_rate",), ("normalised_area",)),
+}
+
+
 def custom_scalars_layout(sites_by_metric: dict[str, Iterable[str]]) -> dict[str, dict[str, list]]:
-    """One category, one multiline chart per metric listing the tags of its sites."""
-    return {
-        PREFIX: {printable(metric): ["Multiline", [scalar_tag(metric, site) for site in sites]] for metric, sites in sites_by_metric.items()}
-    }
+    """One category, one multiline chart per metric listing the tags of its sites.
+
+    A summary metric (:data:`SUMMARY_CHARTS`) gets one chart per group of statistics of one scale
+    (``affinity_signature: mean, min, max``, ``affinity_signature: std``, ...); a statistic of no
+    group gets a chart of its own.
+
+    Example:
+        >>> charts = custom_scalars_layout({"affinity_signature": ["mean", "std", "min", "max", "max_over_mean"]})["complexity"]
+        >>> list(charts)
+        ['affinity_signature: mean, min, max', 'affinity_signature: std', 'affinity_signature: max_over_mean']
+    """
+    charts: dict[str, list] = {}
+    for metric, sites in sites_by_metric.items():
+        sites = list(sites)
+        groups = [[s for s in group if s in sites] for group in SUMMARY_CHARTS.get(metric, ())]
+        grouped = {s for group in groups for s in group}
+        groups = [group for group in groups if group] + [[s] for s in sites if s not in grouped and metric in SUMMARY_CHARTS]
+        if metric not in SUMMARY_CHARTS:
+            charts[printable(metric)] = ["Multiline", [scalar_tag(metric, site) for site in sites]]
+            continue
+        for group in groups:
+            charts[f"{printable(metric)}: {', '.join(printable(s) for s in group)}"] = ["Multiline", [scalar_tag(metric, site) for site in group]]
+    return {PREFIX: charts}
 
 
 def tensorboard_writers(loggers: Iterable[Any]) -> list[Any]:

@@ -118,8 +118,11 @@ def test_export_from_tensorboard_equals_the_checkpoint_within_float32(toy_runs, 
     assert main(["export", str(log_dir), "--source", "tensorboard", "--out", str(tmp_path / "tb.csv")]) == 0
     assert "float32" in capsys.readouterr().err
     from_tensorboard = MetricHistory.from_csv(tmp_path / "tb.csv")
+    if "trainer" not in from_tensorboard.sites():  # the trainer's own rows reach TensorBoard only if the monitor logs them there
+        history = MetricHistory(row for row in history if row.site != "trainer")
     exact, rounded = history.to_dataframe(), from_tensorboard.to_dataframe()
-    assert len(rounded) == len(exact) == 6 * len(history.curves())  # 6 measurements: init + 5 epochs
+    assert len(rounded) == len(exact) == sum(len(t) for t, _ in history.curves().values())
+    assert {len(t) for (_, site), (t, _) in history.curves().items() if site != "trainer"} == {6}  # init + 5 epochs
     pd.testing.assert_frame_equal(rounded[["step", "epoch", "metric", "site"]], exact[["step", "epoch", "metric", "site"]])
     np.testing.assert_allclose(rounded["value"], exact["value"], rtol=FLOAT32_RTOL, atol=0)
     assert not np.array_equal(rounded["value"], exact["value"])  # really the float32 copy
@@ -153,25 +156,27 @@ def test_export_errors_are_one_clear_line_with_status_2(toy_runs, tmp_path, caps
 
 
 # ---------------------------------------------------------------------- report
-def test_report_of_a_checkpoint_has_curves_fits_and_layer_algebra(toy_runs, tmp_path, capsys) -> None:
+def test_report_of_a_checkpoint_has_context_families_fits_and_layer_algebra(toy_runs, tmp_path, capsys) -> None:
     log_dir, history = toy_runs[0]
     out = tmp_path / "report"
     assert main(["report", str(log_dir), "--out", str(out)]) == 0
     err = capsys.readouterr().err
+    assert "figure" not in err.replace("figures", "")  # no per-figure lines in a log (a tqdm bar on a terminal)
     pngs = sorted(out.glob("*.png"))
-    metrics = history.metrics()
-    assert {p.name for p in pngs} == {f"curves_{m}.png" for m in metrics} | {f"powerlaw_{m}.png" for m in metrics} | {"signature_affinity.png"}
-    figures = 2 * len(metrics) + 1
-    assert len(re.findall(rf"report: \[\d+/{figures}\]", err)) == figures == len(pngs)  # progress: a line per figure
+    expected = {"nonlinearity.png", "dimension.png", "patterns.png", "signature_affinity.png", "powerlaw_exponents.png", "powerlaw_fits.png"}
+    if "trainer" in history.sites():  # the monitor records the trainer's logged scalars (train_loss, val_loss)
+        expected |= {"training.png", "against_val_loss.png"}
+    assert {p.name for p in pngs} == expected
     _pngs_are_drawn(pngs)
     page = (out / "report.html").read_text()
     _assert_self_contained(page)
     embedded = _embedded_images(page)
     assert sorted(embedded) == sorted(p.read_bytes() for p in pngs)
     for site in history.sites():
-        assert f">{html.escape(site)}<" in page
+        if site not in ("trainer",):
+            assert html.escape(site) in page
     fits = pd.read_csv(out / "power_laws.csv")
-    assert fits["exponent"].notna().all() and len(fits) == len(history.curves())
+    assert len(fits) == len(history.curves())
     relu_b = fits.set_index(["metric", "site"]).loc[("affinity", "relu"), "exponent"]
     assert f"<td>{relu_b:.4g}</td>" in page
     assert 'id="layer-algebra"' in page and '<td class="text">net.fc1</td><td class="text">Linear</td>' in page
@@ -186,13 +191,13 @@ def test_report_of_tensorboard_logs_covers_every_metric_family(demo_run, tmp_pat
     page = (out / "report.html").read_text()
     _assert_self_contained(page)
     assert {"betti_0", "entropic_complexity", "linear_regions", "affinity"} <= set(history.metrics())
-    for metric in history.metrics():
-        assert (out / f"curves_{metric}.png").is_file()
-        assert f"<h3>{metric}</h3>" in page
-    for site in history.sites():
-        assert f">{html.escape(site)}<" in page
+    for family in ("nonlinearity", "dimension", "patterns", "entropic", "topology", "regions"):
+        assert (out / f"{family}.png").is_file() and f'id="{family}"' in page
+    for site in DEMO_SITES:
+        assert html.escape(site) in page
+    assert "features.relu1 (ReLU)" in page and "classifier.act (GELU)" in page  # module types from complexity_meta/sites
     assert (out / "signature_affinity.png").is_file() and "float32" in page
-    assert "No curve has 4 usable points yet" in page  # 2 epochs: too short for a fit
+    assert "fits are conclusive" in page and "inconclusive" in page  # 2 epochs: too short for any fit to be conclusive
     assert 'id="layer-algebra"' not in page  # TensorBoard holds no layer-algebra table
     _pngs_are_drawn(sorted(out.glob("*.png")))
 
@@ -227,14 +232,20 @@ def test_compare_overlays_runs_and_tabulates_final_values_and_exponents(toy_runs
     long = pd.read_csv(out / "comparison_long.csv")
     assert len(long) == len(history_a.curves()) + len(history_b.curves())
     pngs = sorted(out.glob("*.png"))
-    assert {p.name for p in pngs} == {f"compare_{m}.png" for m in history_a.metrics()}
+    from lightning_complexity.report_tables import folded_metrics
+
+    context = [m for m in history_a.metrics() if history_a.sites(m) == ["trainer"]]
+    folded = set(folded_metrics(history_a)) & set(folded_metrics(history_b))  # the same curve times a constant: not drawn again
+    assert folded == {"effective_dimension_ratio"}
+    drawn = {f"compare_{m}.png" for m in history_a.metrics() if m not in context and m not in folded and m != "samples"} | ({"compare_training.png"} if context else set())
+    assert {p.name for p in pngs} == drawn
     _pngs_are_drawn(pngs)
     page = (out / "comparison.html").read_text()
     _assert_self_contained(page)
     assert len(_embedded_images(page)) == len(pngs)
     assert "small&lt;a&gt;" in page and "wide&amp;b" in page and "small<a>" not in page
-    for site in TOY_SITES:
-        assert f">{html.escape(site)}<" in page
+    for site in TOY_SITES:  # each with its module type (from the checkpoint's site metadata)
+        assert re.search(rf">{re.escape(html.escape(site))} \((Tanh|ReLU)\)<", page), site
 
 
 def test_compare_names_runs_by_their_paths_and_needs_two(toy_runs, tmp_path, capsys) -> None:
