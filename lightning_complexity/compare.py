@@ -326,10 +326,11 @@ def write_comparison(runs: Sequence[RunData], labels: Sequence[str], out_dir: st
     csv_path = write_table(table, out_dir / "comparison.csv")
     long_csv_path = write_table(long, out_dir / "comparison_long.csv")
 
-    overview = table[["run", "source", "path", "measurements", "last_step", "last_epoch", "validation_metric", "validation_final"]]
+    overview = table[["run", "source", "path", "measurements", "last_step", "last_epoch", "validation_metric", "validation_final"]].copy()
+    overview.columns = ["run", "source", "path", "measurements", "last step", "last epoch", "validation metric", "its final value"]
     body = [
         f"<h1>Complexity comparison of {len(runs)} runs</h1>",
-        html_table(overview, ["run", "source", "path", "validation_metric"]),
+        html_table(overview, ["run", "source", "path", "validation metric"]),
         f"<p>{html_text(contents.describe_sites())} over all runs. Time axis: {by}. Final values are each run's last measurement; exponents are the power-law fits "
         "y ≈ a·t^b (SPEC §4; NaN with fewer than 4 points after initialisation); an exponent in parentheses is inconclusive (rule in the report, "
         "<code>lightning_complexity.report_tables</code>) and should not be quoted. Tables also in <code>comparison.csv</code> (one row per run) and "

@@ -231,14 +231,14 @@ def _unique_filenames(specs: list[FigureSpec]) -> None:
 
 # ---------------------------------------------------------------------- HTML
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
 h1{font-size:1.6rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}h3{font-size:1.05rem}
 table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}th,td{border:1px solid #ddd;padding:.2rem .5rem;text-align:right}
 th{background:#f4f4f4}td.text,th.text{text-align:left}figure{margin:1rem 0}img{max-width:100%;height:auto}
 figcaption{font-size:.85rem;color:#555}.note{background:#fff8e0;border-left:4px solid #e0b000;padding:.4rem .8rem}
 .error{color:#a00}.scroll{overflow-x:auto}code{background:#f4f4f4;padding:0 .2rem}nav a{margin-right:1rem}
 tr.muted td{color:#999}tr.muted td:last-child{font-style:italic}tr.group th{background:#fafafa;text-align:left;font-weight:600}
-.summary li{margin:.15rem 0}
+.summary li{margin:.15rem 0}td{white-space:nowrap}td.text{white-space:normal}nav a{white-space:nowrap;display:inline-block}
 """.strip()
 
 
@@ -313,6 +313,18 @@ def html_figure(spec: FigureSpec) -> str:
         f'<figure><img alt="{html_text(spec.title)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{html_text(spec.caption)} <code>{html_text(spec.filename)}</code></figcaption></figure>"
     )
+
+
+#: the final-values table has one column per site up to this many sites, one row per site beyond.
+_MAX_SITE_COLUMNS = 8
+
+
+def _transposed(finals: pd.DataFrame) -> pd.DataFrame:
+    from lightning_complexity.safe_names import records_frame
+
+    sites = finals["site"].tolist()
+    records = [{"metric": metric, **dict(zip(sites, finals[metric].tolist()))} for metric in finals.columns if metric != "site"]
+    return records_frame(records, ["metric", *sites])
 
 
 def _section(anchor: str, title: str) -> str:
@@ -474,11 +486,16 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
     body.append(html_figure(exponents))
     body.append(html_figure(loglog))
     body.append(f"<p>{sum(conclusive)} of {len(conclusive)} fits are conclusive.</p>")
-    body.append(html_table(fits_table(shown, verdicts, contents), ["metric", "site", "95% interval", "bootstrap 95%", "verdict"], row_classes=["" if ok else "muted" for ok in conclusive]))
+    body.append(html_table(fits_table(shown, verdicts, contents), ["metric", "site", "verdict"], row_classes=["" if ok else "muted" for ok in conclusive]))
 
     body.append(_section("final", "Final values"))
-    body.append("<p>Each site-level metric at the last measurement, sites in forward order.</p>")
-    body.append(html_table(final_values_table(history, contents), ["site"]))
+    finals = final_values_table(history, contents)
+    if len(finals) <= _MAX_SITE_COLUMNS:  # few sites: one column per site reads better than a wide row of metrics
+        body.append("<p>Each site-level metric (rows) at the last measurement, sites (columns) in forward order.</p>")
+        body.append(html_table(_transposed(finals), ["metric"]))
+    else:
+        body.append("<p>Each site-level metric at the last measurement, sites in forward order.</p>")
+        body.append(html_table(finals, ["site"]))
 
     if run.layer_algebra is not None:
         from pandas.api.types import is_numeric_dtype

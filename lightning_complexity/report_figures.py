@@ -255,7 +255,7 @@ def family_figure(data: ReportData, family: Family, panels: Sequence[Panel]) -> 
     sites_drawn = [site for panel in panels if panel.sites is None for site in data.sites_of(panel.metric)]
     labels = [data.label(s) for s in dict.fromkeys(sites_drawn)]
     width = _legend_width(labels + ["across-site mean", "hollow: censored"])
-    figure, axes_list = panel_grid(len(panels), 3, legend_width=width, title=plot_text(family.title))
+    figure, axes_list = panel_grid(len(panels), 2 if len(panels) == 4 else 3, legend_width=width, title=plot_text(family.title))
     for axes, panel in zip(axes_list, panels):
         _draw_panel(data, axes, panel, legend)
     _figure_legend(figure, list(legend.values()), list(legend), width)

@@ -160,7 +160,8 @@ def test_every_figure_and_table_is_on_the_page(report) -> None:
     assert all(link.lstrip("#") in page.ids for link in page.links)  # the navigation only points inside the page
     _table(page, "depth", "site", "module type", "kind", "samples")
     _table(page, "metric", "exponent b", "verdict")
-    _table(page, "site", "affinity", "effective_dimension")
+    final = _table(page, "metric", "features.0 (ReLU)", "head.gelu (GELU, functional)")  # final values: a column per site
+    assert [row[0] for row in final["rows"]] == ["affinity", "effective_dimension", "effective_dimension_ratio", "activation_pattern_entropy"]
     assert "Layer algebra" not in page.headings  # this checkpoint has none
 
 
@@ -175,8 +176,10 @@ def test_sites_have_their_types_and_are_counted_apart_from_summaries(report) -> 
     assert [row[3] for row in sites["rows"]] == ["module", "module", "module", "functional"]
     assert [row[4] for row in sites["rows"]] == ["360"] * 4
     assert re.findall(r'<tr class="group"><th class="text" colspan="\d+">(\w+)</th>', text) == ["features", "blocks", "head"]  # grouped by block
-    final = _table(page, "site", "affinity")
-    assert final["rows"][0][0] == "features.0 (ReLU)" and final["rows"][-1][0] == "head.gelu (GELU, functional)"
+    final = _table(page, "metric", "features.0 (ReLU)")
+    assert final["header"] == ["metric", "features.0 (ReLU)", "features.1 (ReLU)", "blocks.0.act (ReLU)", "head.gelu (GELU, functional)"]
+    last = {row.site: row.value for row in report[1] if row.metric == "affinity" and row.step == 80}
+    assert final["rows"][0] == ["affinity", *(f"{last[s]:.4g}" for s in ["features.0", "features.1", "blocks.0.act", "head.gelu"])]
     assert "1 measurement(s) failed (steps 30)" in text
 
 
@@ -355,3 +358,26 @@ def test_progress_is_a_tqdm_bar_on_a_terminal_and_silent_in_logs() -> None:
     assert counted == [3, None]  # a bar on the terminal that counted every figure; none in a log
     assert "report:" in terminal.getvalue() and "/3" in terminal.getvalue() and "figure/s" in terminal.getvalue()
     assert log.getvalue() == ""
+
+
+def test_every_figure_and_table_of_the_comparison_is_on_the_page(tmp_path) -> None:
+    a = _checkpoint(tmp_path / "a.ckpt", _history())
+    b = _checkpoint(tmp_path / "b.ckpt", MetricHistory(row._replace(value=row.value * 1.1) for row in _history()))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "--labels", "a,b", "--out", str(out), "--quiet"]) == 0
+    page = _parse(out / "comparison.html")
+    pngs = sorted(out.glob("*.png"))
+    # every metric but bookkeeping, trainer keys (one training figure) and the folded ratios
+    expected = {"compare_training.png", *(f"compare_{m}.png" for m in ("affinity", "affinity_signature", "effective_dimension", "activation_pattern_entropy", "linear_regions"))}
+    assert {p.name for p in pngs} == expected
+    assert sorted(png for _, png in page.images) == sorted(p.read_bytes() for p in pngs)
+    assert {re.search(r"(\S+\.png)$", c).group(1) for c in page.captions} == expected
+    overview = _table(page, "run", "validation metric", "its final value")
+    assert [row[0] for row in overview["rows"]] == ["a", "b"] and {row[-2] for row in overview["rows"]} == {"val_acc"}
+    per_metric = [t for t in page.tables if t["header"][:1] == ["site"]]
+    assert len(per_metric) == len(expected) - 1  # one table per metric figure
+    affinity = next(t for t in per_metric if t["rows"][0][0] == "features.0 (ReLU)" and len(t["rows"]) == 4)
+    assert [row[0] for row in affinity["rows"]] == ["features.0 (ReLU)", "features.1 (ReLU)", "blocks.0.act (ReLU)", "head.gelu (GELU, functional)"]
+    entropy = [t for t in per_metric if any("(" in cell and cell.startswith("(") for row in t["rows"] for cell in row[1:])]
+    assert entropy, "the noisy, flat activation_pattern_entropy has inconclusive exponents, shown in parentheses"
+    assert all(link.lstrip("#") in page.ids for link in page.links)
