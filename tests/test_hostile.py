@@ -437,6 +437,17 @@ def test_positions_as_samples_stay_within_the_budget(tmp_path, probe_rows, expec
     assert all(tuple(row) in positions for row in inputs.tolist())
     assert torch.equal(outputs, inputs.clamp_min(0.0))
     assert len({tuple(row) for row in inputs.tolist()}) == expected_rows  # distinct positions, no repeats
+    # Which positions: each input's rows come from its own map, and the kept pixels differ from
+    # input to input, so together they cover the map (not the same pixels of every input).
+    per_input = expected_rows // min(probe_rows, max_samples)
+    pixels_seen = set()
+    for i in range(expected_rows // per_input):
+        own = maps[i].permute(1, 2, 0).reshape(-1, 4).double()
+        for row in inputs[i * per_input : (i + 1) * per_input]:
+            match = torch.nonzero((own == row).all(dim=1)).flatten()
+            assert len(match), f"a row of input {i} is not one of its own positions"
+            pixels_seen.add(int(match[0]))
+    assert len(pixels_seen) >= 0.75 * expected_rows
     value = _latest(monitor)[("effective_dimension", "act_map")]
     assert value == pytest.approx(effective_dimension(outputs).item(), rel=1e-12)
     assert np.isfinite(value) and 1.0 <= value <= 4.0
