@@ -194,6 +194,9 @@ def _final_values(history: MetricHistory) -> dict[tuple[str, str], tuple[float, 
     return {(row.metric, row.site): (row.value, row.epoch, row.step) for row in history}
 
 
+_NOT_FITTED = {"exponent": math.nan, "r2": math.nan, "n_points": 0}
+
+
 def comparison_long_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.DataFrame:
     """One row per run, metric and site: final value (and its epoch/step), exponent, R², points, verdict.
 
@@ -209,9 +212,9 @@ def comparison_long_table(runs: Sequence[RunData], labels: Sequence[str]) -> pd.
         verdicts = dict(zip(zip(fits["metric"], fits["site"]), (ok for ok, _ in fit_verdicts(fits))))
         indexed = {key: row for key, row in zip(zip(fits["metric"], fits["site"]), fits.to_dict(orient="records"))}
         for (metric, site), (value, epoch, step) in _final_values(run.history).items():
-            fit = indexed[(metric, site)]
+            fit = indexed.get((metric, site), _NOT_FITTED)  # bookkeeping (``samples``) is not fitted
             records.append({"run": label, "metric": metric, "site": site, "final_value": value, "final_epoch": epoch, "final_step": step,
-                            "exponent": float(fit["exponent"]), "r2": float(fit["r2"]), "n_points": int(fit["n_points"]), "conclusive": bool(verdicts[(metric, site)])})
+                            "exponent": float(fit["exponent"]), "r2": float(fit["r2"]), "n_points": int(fit["n_points"]), "conclusive": bool(verdicts.get((metric, site), False))})
     columns = ["run", "metric", "site", "final_value", "final_epoch", "final_step", "exponent", "r2", "n_points", "conclusive"]
     return records_frame(records, columns)
 

@@ -38,9 +38,13 @@ from lightning_complexity.safe_names import read_spreadsheet_cell, spreadsheet_c
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["MetricHistory", "MetricRow"]
+__all__ = ["BOOKKEEPING_METRICS", "MetricHistory", "MetricRow"]
 
 COLUMNS = ("step", "epoch", "metric", "site", "value")
+#: metrics that are bookkeeping, not curves of interest: ``samples`` is how many samples each
+#: site's values rest on (a count the probe fixes, not something the network learns), so
+#: :meth:`MetricHistory.power_law_fits` does not fit it and the report shows it in the sites table.
+BOOKKEEPING_METRICS = ("samples",)
 _JSON_FORMAT = "lightning_complexity.history/1"
 #: Parquet key-value metadata marking a file whose text cells follow the spreadsheet rule.
 _PARQUET_TEXT_KEY = b"lightning_complexity.text_cells"
@@ -143,7 +147,16 @@ class MetricHistory:
         (``exponent, prefactor, r2, stderr, ci_low, ci_high, n_points, offset, model``, ...); ``t`` is the epoch (or step) and only points with ``t > 0`` and ``y > 0`` count,
         so the measurement at initialisation (epoch 0) is left out. Curves with fewer than 4 such
         points have NaN fits. The table is a pure function of the history, so it is the same for a
-        resumed run as for an uninterrupted one.
+        resumed run as for an uninterrupted one. Bookkeeping metrics (:data:`BOOKKEEPING_METRICS`:
+        ``samples``) are not fitted: a sample count has no power law to find, and its "fit" would
+        sit among the real ones in every table.
+
+        Example:
+            >>> affinity = [(e, e, "affinity", "relu", 2.0 * e**-0.5) for e in range(1, 6)]
+            >>> history = MetricHistory(affinity + [(e, e, "samples", "relu", 360.0) for e in range(1, 6)])
+            >>> fits = history.power_law_fits()
+            >>> fits["metric"].tolist(), round(float(fits["exponent"].iloc[0]), 6)
+            (['affinity'], -0.5)
         """
         import pandas as pd
 
@@ -151,6 +164,8 @@ class MetricHistory:
 
         names, fields = [], []
         for (metric, site), (t, y) in self.curves(by).items():
+            if metric in BOOKKEEPING_METRICS:
+                continue
             names.append((metric, site))
             fields.append(fit_power_law(t, y, window=window, offset=offset).to_dict())
         # Every field of the fit (newer PowerLawFit fields, e.g. ``conclusive``, become columns).

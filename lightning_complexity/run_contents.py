@@ -38,6 +38,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lightning_complexity.history import BOOKKEEPING_METRICS
+
 if TYPE_CHECKING:
     from lightning_complexity.history import MetricHistory
 
@@ -59,8 +61,8 @@ CONTEXT_SITE = "trainer"
 NETWORK_SITE = "network"
 #: metrics whose "sites" are statistics across the real sites, not sites.
 SUMMARY_METRICS = ("affinity_signature", "betti_depth")
-#: bookkeeping metrics: not curves of interest, shown in the sites table.
-METADATA_METRICS = ("samples",)
+#: bookkeeping metrics: not curves of interest (not fitted), shown in the sites table.
+METADATA_METRICS = BOOKKEEPING_METRICS
 _CALL_SUFFIX = re.compile(r"#\d+$")
 
 

@@ -77,3 +77,24 @@ def test_bad_files_raise_clear_errors(tmp_path) -> None:
     bad_json.write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a lightning_complexity history"):
         MetricHistory.from_json(bad_json)
+
+
+def test_power_law_fits_leave_out_the_sample_count_and_fit_everything_else() -> None:
+    from lightning_complexity.history import BOOKKEEPING_METRICS
+    from lightning_complexity.powerlaw import fit_power_law
+
+    epochs = np.arange(0, 7)
+    rows = []
+    for e in epochs:
+        rows += [(int(e) * 10, int(e), "affinity", "relu", 0.9 * (e + 1.0) ** -0.3), (int(e) * 10, int(e), "samples", "relu", 360.0)]
+        rows += [(int(e) * 10, int(e), "val/loss", "trainer", 2.0 * (e + 1.0) ** -0.7)]  # context rows are curves like any other
+    history = MetricHistory(rows)
+    fits = history.power_law_fits()
+    assert BOOKKEEPING_METRICS == ("samples",)
+    assert list(zip(fits["metric"], fits["site"])) == [("affinity", "relu"), ("val/loss", "trainer")]
+    for (metric, site), fit in zip([("affinity", "relu"), ("val/loss", "trainer")], fits.itertuples()):
+        t, y = history.series(metric, site)
+        slope = np.polyfit(np.log(t[t > 0]), np.log(y[t > 0]), 1)[0]  # independent: OLS of ln y on ln t
+        assert fit.exponent == pytest.approx(slope, rel=1e-9) == fit_power_law(t, y).exponent
+    only_samples = MetricHistory((int(e), int(e), "samples", "relu", 360.0) for e in epochs)
+    assert len(only_samples.power_law_fits()) == 0 and "exponent" in only_samples.power_law_fits().columns
