@@ -225,8 +225,9 @@ class EpochTimer(pl.Callback):
             self.val.append(time.perf_counter() - self._vstart)
 
 
-_HOOKS = ("on_fit_start", "on_train_start", "on_train_batch_end", "on_train_epoch_end", "on_train_end", "on_fit_end", "teardown")
-_PARTS = ("_compute_layer_algebra", "_run_probe", "_log", "_log_figures", "_log_power_laws", "_compute_network_metrics")
+_HOOKS = ("on_fit_start", "on_train_start", "on_train_batch_end", "on_train_epoch_end", "on_validation_epoch_start",
+          "on_validation_batch_start", "on_validation_batch_end", "on_validation_end", "on_train_end", "on_fit_end", "teardown")
+_PARTS = ("_compute_layer_algebra", "_run_own_pass", "_log", "_log_figures", "_log_power_laws", "_compute_network_metrics")
 
 
 class Instrument:
@@ -377,7 +378,7 @@ def run_fit(case: Case, monitored: bool, epochs: int, seed: int = 0, profiler: c
         result.times = dict(instrument.times)
         result.lsa_calls = instrument.calls.get("lsa", 0)
         if monitor._probe is not None:
-            result.bare_forward = bare_probe_forward(model, monitor._probe.inputs, monitor.probe_batch_size)
+            result.bare_forward = bare_probe_forward(model, monitor._probe.inputs(), monitor.probe_batch_size)
     return result
 
 
@@ -401,7 +402,7 @@ def breakdown(runs: list[RunResult]) -> list[tuple[str, float, float]]:
 
     t = lambda r, k: r.times.get(k, 0.0)  # noqa: E731
     total = med(lambda r: t(r, "hooks"))
-    probe = med(lambda r: t(r, "_run_probe"))
+    probe = med(lambda r: t(r, "_run_own_pass"))
     bare = med(lambda r: r.bare_forward * r.measurements)
     compute = med(lambda r: t(r, "compute_metrics"))
     parts = [

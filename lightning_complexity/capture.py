@@ -43,7 +43,7 @@ from torch.utils.hooks import RemovableHandle
 
 from lightning_complexity.functional_capture import FunctionalActivationMode
 from lightning_complexity.nesting import tensor_leaves
-from lightning_complexity.reduction import SampleLayout, Spatial, find_sample_axis, position_index, reduce_to_samples, samples_view
+from lightning_complexity.reduction import SampleLayout, Spatial, find_sample_axis, gate_counts, kept_inputs, mean_samples, position_samples, reduce_to_samples
 from lightning_complexity.sites import named_modules
 
 __all__ = ["ActivationCapture", "SiteData", "SiteNeeds", "reduce_to_samples", "site_name"]
@@ -125,18 +125,14 @@ class _Gates:
     positions: int = 0               # inputs × positions
     varied: bool = False
 
-    def add(self, view: Tensor) -> None:
-        on = view > 0  # (N, P, C)
-        bad = (~torch.isfinite(view)).sum(dtype=torch.int64)
-        self.nonfinite = bad if self.nonfinite is None else self.nonfinite + bad
-        units = on.sum(dim=0, dtype=torch.int64).flatten()
-        channels = on.sum(dim=(0, 1), dtype=torch.int64)
+    def add(self, units: Tensor, channels: Tensor, inputs: int, positions: int, nonfinite: Tensor) -> None:
         if self.units is not None and self.units.shape != units.shape:
             self.varied = True
         self.units = units if self.units is None else (self.units if self.varied else self.units + units)
         self.channels = channels if self.channels is None else self.channels + channels
-        self.inputs += int(view.shape[0])
-        self.positions += int(view.shape[0] * view.shape[1])
+        self.nonfinite = nonfinite if self.nonfinite is None else self.nonfinite + nonfinite
+        self.inputs += inputs
+        self.positions += positions
 
 
 @dataclass
@@ -379,42 +375,42 @@ class ActivationCapture:
         module = name[:-2].rpartition(".")[0] if name.endswith("()") else name
         return self._batch_first.get(module)
 
-    def _view(self, tensor: Tensor, layout: SampleLayout) -> Tensor:
-        view = samples_view(tensor, layout, self.channel_dim)  # (N, P, C)
-        keep = None if self._batch is None else self._batch.keep
-        return view if keep is None else view[:keep]
+    def _keep(self) -> int | None:
+        return None if self._batch is None else self._batch.keep
 
-    def _room(self, rows_kept: int, view: Tensor) -> int:
-        """How many inputs of ``view`` fit in the sample budget."""
+    def _room(self, rows_kept: int, inputs: int, positions: int) -> int:
+        """How many of ``inputs`` inputs fit in the sample budget."""
         if self.sample_budget is None:
-            return view.shape[0]
-        per_input = 1 if self.spatial == "mean" else min(view.shape[1], self.positions_per_sample or view.shape[1])
-        return max(0, min(view.shape[0], (self.sample_budget - rows_kept) // per_input))
+            return inputs
+        per_input = 1 if self.spatial == "mean" else min(positions, self.positions_per_sample or positions)
+        return max(0, min(inputs, (self.sample_budget - rows_kept) // max(1, per_input)))
 
-    def _reduce(self, view: Tensor, room: int) -> Tensor:
-        view = view[:room]
+    def _samples(self, tensor: Tensor, layout: SampleLayout, rows_kept: int) -> tuple[Tensor, int] | None:
+        """The float64 sample rows of the inputs that still fit in the budget, and how many inputs."""
+        x, axis = kept_inputs(tensor, layout, self._keep())
+        positions = x.numel() // max(1, x.shape[axis] * (x.shape[-1] if x.ndim > 1 else 1))
+        room = self._room(rows_kept, int(x.shape[axis]), max(1, positions))
+        if room == 0:
+            return None
+        channel_dim = self.channel_dim if layout.split == 1 else None
+        if self.spatial == "mean":
+            return mean_samples(x, SampleLayout(axis), channel_dim, room), room
         first = 0 if self._batch is None else self._batch.first_input
-        if self.spatial == "mean" or view.shape[1] == 1:
-            return reduce_to_samples(view, layout=SampleLayout(0), channel_dim=-1)
-        if self.positions_per_sample is not None and self.positions_per_sample < view.shape[1]:
-            index = position_index(view.shape[1], self.positions_per_sample, first, view.shape[0], view.device)
-            view = torch.gather(view, 1, index.unsqueeze(-1).expand(-1, -1, view.shape[-1]))
-        return view.to(torch.float64, copy=True).reshape(-1, view.shape[-1])
+        return position_samples(x, SampleLayout(axis), channel_dim, room, self.positions_per_sample, first), room
 
     def _keep_input(self, name: str, call: int, tensor: Tensor | None, want: SiteNeeds) -> None:
         if tensor is None or not tensor.is_floating_point():
             return
         buffer = self._buffer(name, call)
-        view = self._view(tensor, self._layout(name, call, tensor))
+        layout = self._layout(name, call, tensor)
         if want.gates:
-            buffer.gates.add(view)
+            buffer.gates.add(*gate_counts(tensor, layout, self.channel_dim, self._keep()))
         if want.input:
-            room = self._room(buffer.input_rows, view)
-            if room:
-                rows = self._reduce(view, room)
-                buffer.inputs.append(rows)
-                buffer.input_rows += rows.shape[0]
-                buffer.input_inputs += room
+            kept = self._samples(tensor, layout, buffer.input_rows)
+            if kept is not None:
+                buffer.inputs.append(kept[0])
+                buffer.input_rows += kept[0].shape[0]
+                buffer.input_inputs += kept[1]
 
     def _keep_output(self, name: str, call: int, tensor: Tensor | None, want: SiteNeeds) -> None:
         if tensor is None or not tensor.is_floating_point():
@@ -425,17 +421,14 @@ class ActivationCapture:
         del shape[layout.axis]
         buffer.output_shape = tuple(shape) if layout.split == 1 else (layout.split, *tensor.shape[1:])
         if want.output:
-            view = self._view(tensor, layout)
-            room = self._room(buffer.output_rows, view)
-            if room:
-                rows = self._reduce(view, room)
-                buffer.outputs.append(rows)
-                buffer.output_rows += rows.shape[0]
-                buffer.output_inputs += room
+            kept = self._samples(tensor, layout, buffer.output_rows)
+            if kept is not None:
+                buffer.outputs.append(kept[0])
+                buffer.output_rows += kept[0].shape[0]
+                buffer.output_inputs += kept[1]
         if want.maps and tensor.ndim == 4 and layout.split == 1 and buffer.maps_kept < self.maps_budget:
-            maps = tensor.detach().movedim(layout.axis, 0)
-            keep = None if self._batch is None else self._batch.keep
-            maps = maps if keep is None else maps[:keep]
+            maps, axis = kept_inputs(tensor, layout, self._keep())
+            maps = maps.movedim(axis, 0)
             take = maps[: self.maps_budget - buffer.maps_kept].to(torch.float32, copy=True)
             buffer.maps.append(take)
             buffer.maps_kept += take.shape[0]
