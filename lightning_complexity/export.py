@@ -10,7 +10,9 @@ A *run* is any of:
 * a TensorBoard event file, or a log directory holding event files: the ``complexity/<metric>/<site>``
   scalars and ``complexity_meta/epoch``. TensorBoard stores scalars as **float32**, so values read
   from it agree with the checkpoint to about 7 significant digits (relative error ≤ 6e-8), not
-  bit for bit, and the layer-algebra table is not available;
+  bit for bit, and the layer-algebra table is not available. The training context (site
+  ``trainer``) is rebuilt from the user's own scalars: at each measurement, each one's latest
+  value logged at or before that step;
 * a directory: the newest checkpoint under it that holds monitor state (searched recursively),
   otherwise the newest TensorBoard event directory under it that holds ``complexity/*`` scalars.
   ``source="tensorboard"`` or ``"checkpoint"`` picks one kind explicitly. Checkpoints without
@@ -41,9 +43,9 @@ import numpy as np
 from lightning_complexity.atomic import atomic_path, atomic_write_text
 from lightning_complexity.checkpoint_reader import UnreadableCheckpoint, plain_data, read_checkpoint
 from lightning_complexity.history import MetricHistory
-from lightning_complexity.run_contents import SiteInfo, parse_site_metadata
+from lightning_complexity.run_contents import CONTEXT_SITE, SiteInfo, parse_site_metadata
 from lightning_complexity.safe_names import printable, spreadsheet_frame
-from lightning_complexity.tensorboard import EPOCH_TAG, PREFIX, SITES_TAG, split_scalar_tag
+from lightning_complexity.tensorboard import EPOCH_TAG, FIGURE_PREFIX, POWERLAW_PREFIX, PREFIX, SITES_TAG, split_scalar_tag
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -281,9 +283,39 @@ def _from_tensorboard(path: Path) -> RunData:
             if step not in epoch_at_step:
                 raise NoMonitorData(f"{path}: {tag} has a value at step {step} but {EPOCH_TAG} has none there (truncated logs?); export from the run's checkpoint instead")
             rows.append((step, order, metric, site, value))
+    measured = sorted({row[0] for row in rows})
+    rows += _tensorboard_context(accumulator, tags, measured, len(curve_tags))
     rows.sort(key=lambda row: (row[0], row[1]))  # measurement order, tags in the order first logged
     history = MetricHistory((step, epoch_at_step[step], metric, site, value) for step, _, metric, site, value in rows)
     return RunData(history=history, path=path, kind="tensorboard", sites=_tensorboard_sites(accumulator))
+
+
+#: scalars Lightning itself writes: not the user's training context.
+_LIGHTNING_SCALARS = ("epoch", "hp_metric")
+_MONITOR_PREFIXES = (PREFIX + "/", POWERLAW_PREFIX + "/", "complexity_meta/", FIGURE_PREFIX + "/")
+
+
+def _tensorboard_context(accumulator: Any, tags: list[str], measured: list[int], first_order: int) -> list[tuple[int, int, str, str, float]]:
+    """Context rows (site ``trainer``) rebuilt from the user's own scalars in the logs.
+
+    The monitor does not log its context rows again (the user's loggers have them), so here each
+    scalar the user logged (every tag but the monitor's and Lightning's ``epoch``/``hp_metric``)
+    gives, at each measurement step, its latest value logged at or before that step: what
+    ``trainer.callback_metrics`` held then, except that a training scalar logged every n steps may
+    be a few steps older than the one the checkpoint recorded. No row before a scalar's first value.
+    """
+    import bisect
+
+    rows = []
+    user_tags = [tag for tag in tags if tag not in _LIGHTNING_SCALARS and not tag.startswith(_MONITOR_PREFIXES)]
+    for order, tag in enumerate(user_tags, start=first_order):
+        logged = _latest_per_step(accumulator.Scalars(tag))
+        steps, values = list(logged), list(logged.values())
+        for step in measured:
+            at = bisect.bisect_right(steps, step) - 1
+            if at >= 0:
+                rows.append((step, order, tag, CONTEXT_SITE, values[at]))
+    return rows
 
 
 def _tensorboard_sites(accumulator: Any) -> dict[str, SiteInfo]:

@@ -118,8 +118,21 @@ def test_export_from_tensorboard_equals_the_checkpoint_within_float32(toy_runs, 
     assert main(["export", str(log_dir), "--source", "tensorboard", "--out", str(tmp_path / "tb.csv")]) == 0
     assert "float32" in capsys.readouterr().err
     from_tensorboard = MetricHistory.from_csv(tmp_path / "tb.csv")
-    if "trainer" not in from_tensorboard.sites():  # the trainer's own rows reach TensorBoard only if the monitor logs them there
-        history = MetricHistory(row for row in history if row.site != "trainer")
+    # The training context is rebuilt from the user's own scalars in the logs: validation ones are
+    # the checkpoint's rounded to float32; a training scalar is its latest logged value by each
+    # measurement (none here: logged every 50 steps, these fits have 40).
+    context, tb_context = ([row for row in h if row.site == "trainer"] for h in (history, from_tensorboard))
+    tb_val = [(r.step, r.epoch, r.value) for r in tb_context if r.metric == "val_loss"]
+    assert tb_val == [(r.step, r.epoch, float(np.float32(r.value))) for r in context if r.metric == "val_loss"] and len(tb_val) == 5
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("train_loss")] if "train_loss" in events.Tags()["scalars"] else []
+    expected = [(s, max((p for p in logged if p[0] <= s), default=(0, None))[1]) for s in sorted({r.step for r in context})]
+    assert [(r.step, r.value) for r in tb_context if r.metric == "train_loss"] == [(s, v) for s, v in expected if v is not None]
+    assert {r.metric for r in tb_context} <= {r.metric for r in context}
+    history, from_tensorboard = (MetricHistory(row for row in h if row.site != "trainer") for h in (history, from_tensorboard))
     exact, rounded = history.to_dataframe(), from_tensorboard.to_dataframe()
     assert len(rounded) == len(exact) == sum(len(t) for t, _ in history.curves().values())
     assert {len(t) for (_, site), (t, _) in history.curves().items() if site != "trainer"} == {6}  # init + 5 epochs
@@ -199,7 +212,27 @@ def test_report_of_tensorboard_logs_covers_every_metric_family(demo_run, tmp_pat
     assert (out / "signature_affinity.png").is_file() and "float32" in page
     assert "fits are conclusive" in page and "inconclusive" in page  # 2 epochs: too short for any fit to be conclusive
     assert 'id="layer-algebra"' not in page  # TensorBoard holds no layer-algebra table
+    assert (out / "training.png").is_file() and "val/accuracy" in page  # the context, rebuilt from the user's scalars
     _pngs_are_drawn(sorted(out.glob("*.png")))
+
+
+def test_tensorboard_context_is_the_users_scalars_at_each_measurement(demo_run, tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log_dir, _ = demo_run
+    exact = [row for row in MetricHistory.from_csv(log_dir / "complexity_history.csv") if row.site == "trainer"]
+    assert main(["export", str(log_dir), "--source", "tensorboard", "--out", str(tmp_path / "tb.csv")]) == 0
+    rebuilt = [row for row in MetricHistory.from_csv(tmp_path / "tb.csv") if row.site == "trainer"]
+    keys = ["train/loss", "train/accuracy", "val/loss", "val/accuracy"]  # what the demo logs ("/" in the names)
+    assert sorted({r.metric for r in exact}) == sorted({r.metric for r in rebuilt}) == sorted(keys)
+    assert sorted((r.step, r.epoch, r.metric) for r in rebuilt) == sorted((r.step, r.epoch, r.metric) for r in exact)
+    val = {(r.step, r.metric): r.value for r in exact if r.metric.startswith("val/")}
+    assert {(r.step, r.metric): r.value for r in rebuilt if r.metric.startswith("val/")} == {k: float(np.float32(v)) for k, v in val.items()}
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    for key in ("train/loss", "train/accuracy"):  # logged every 5 steps: the latest value by each measurement
+        logged = [(e.step, e.value) for e in events.Scalars(key)]
+        assert [r.value for r in rebuilt if r.metric == key] == [max(p for p in logged if p[0] <= r.step)[1] for r in rebuilt if r.metric == key]
 
 
 def test_report_escapes_site_names(tmp_path) -> None:
