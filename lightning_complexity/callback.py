@@ -8,8 +8,9 @@ monitor's own pass, and records and logs the rows.
 
 from __future__ import annotations
 
+import functools
 import json
-import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,31 +20,31 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from lightning_complexity.capture import ActivationCapture, SiteData, SiteNeeds
-from lightning_complexity.context import CONTEXT_SITE, check_context_metrics, context_values
+from lightning_complexity.context import check_context_metrics, context_values
 from lightning_complexity.distributed import all_ranks, gather_sites
 from lightning_complexity.errors import bad_argument
 from lightning_complexity.history import MetricHistory
 from lightning_complexity.isolation import isolated
-from lightning_complexity.measurement import SiteProblem, compute_metrics
+from lightning_complexity.measurement import SiteProblem
 from lightning_complexity.probe import ProbeSet, default_batch_to_input, resolve_probe_loader
 from lightning_complexity.probe_step import ProbeStep, check_probe_step
 from lightning_complexity.site_metrics import SiteMetric, resolve_metrics
 from lightning_complexity.sites import LayerSpec, admits_functional, describe_available, resolve_layer_spec, select_modules
-from lightning_complexity.tensorboard import EPOCH_TAG, FIGURE_PREFIX, PREFIX, custom_scalars_layout, scalar_tag, tensorboard_writers
+from lightning_complexity.recording import SAMPLES_METRIC, Measurement, MeasurementPipeline
+from lightning_complexity.safe_names import printable
+from lightning_complexity.schedule import EveryNSteps, resolve_schedule
+from lightning_complexity.tensorboard import FIGURE_PREFIX, PREFIX, SITES_TAG, tensorboard_writers
 
 __all__ = ["ComplexityMonitor"]
 
 _EXPORT_SUFFIXES = (".csv", ".json", ".parquet")
-#: the history metric that says how many samples each site's values rest on.
-SAMPLES_METRIC = "samples"
-SITES_TAG = "complexity_meta/sites"
 _STATE_PREFIX = "ComplexityMonitor"
 
 
@@ -53,6 +54,20 @@ def _check_schedule(argument: str, value: int | None) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise bad_argument(argument, value, "None or an int >= 0 (0 or None switches it off)")
     return value or None
+
+
+def _on_training_loop(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds the hook's wall time to the monitor's account of what it costs the training loop."""
+
+    @functools.wraps(hook)
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return hook(self, *args, **kwargs)
+        finally:
+            self._loop_seconds += time.perf_counter() - start
+
+    return timed
 
 
 class ComplexityMonitor(Callback):
@@ -159,6 +174,8 @@ class ComplexityMonitor(Callback):
         layer_algebra: bool = True,
         context_metrics: bool | Sequence[str] | None = True,
         functional_activations: bool = True,
+        schedule: str | Callable[[int], bool] | None = None,
+        background: bool = True,
     ) -> None:
         self.metrics = resolve_metrics(metrics)
         self.layers = resolve_layer_spec(layers)
@@ -172,8 +189,12 @@ class ComplexityMonitor(Callback):
         self.max_samples = max_samples
         self.every_n_epochs = _check_schedule("every_n_epochs", every_n_epochs)
         self.every_n_steps = _check_schedule("every_n_steps", every_n_steps)
+        self.schedule = resolve_schedule(schedule)
+        if self.schedule is not None and self.every_n_steps is not None:
+            raise bad_argument("schedule", schedule, "None when every_n_steps is given (both decide the steps to measure at)")
+        self._step_due = self.schedule or (EveryNSteps(self.every_n_steps) if self.every_n_steps else None)
         self.measure_at_start = bool(measure_at_start)
-        if not (self.every_n_epochs or self.every_n_steps or self.measure_at_start):
+        if not (self.every_n_epochs or self._step_due or self.measure_at_start):
             raise bad_argument("every_n_epochs", every_n_epochs, "a schedule that measures something: every_n_epochs, every_n_steps or measure_at_start")
         if spatial not in ("mean", "positions"):
             raise bad_argument("spatial", spatial, "'mean' or 'positions'")
@@ -203,7 +224,21 @@ class ComplexityMonitor(Callback):
         #: the static per-layer table (SPEC §7) computed at the start of fit, or None.
         self.layer_algebra: Any = None
 
-        self.history = MetricHistory()
+        self._history = MetricHistory()
+        self.background = bool(background)
+        self._pipeline = MeasurementPipeline(
+            self.metrics,
+            self._history,
+            background=self.background,
+            log_figures=self.log_figures,
+            power_law=self.power_law,
+            power_law_axis=lambda: self.power_law_axis,
+            power_law_window=self.power_law_window,
+            warn=self._warn_once,
+        )
+        self._trainer: pl.Trainer | None = None
+        self._loop_seconds = 0.0
+        self._fit_started = 0.0
         #: histories of earlier fits with this monitor (a new Trainer starts a new history).
         self.previous_histories: list[MetricHistory] = []
         #: metric name → the sites it watched at the last measurement, in forward order.
@@ -218,7 +253,6 @@ class ComplexityMonitor(Callback):
         self._step: ProbeStep | None = None
         self._measured_steps: set[int] = set()
         self._warned: set[Any] = set()
-        self._layout_tags: dict[str, list[str]] = {}
         self._last_keys: list[tuple[str, str]] = []
         self._pending_epoch: int | None = None
         self._capturing_validation = False
@@ -228,12 +262,32 @@ class ComplexityMonitor(Callback):
 
     # ------------------------------------------------------------------ state
     @property
+    def history(self) -> MetricHistory:
+        """Every measurement so far (waits for measurements still being computed)."""
+        self._drain(self._trainer, wait=True)
+        return self._history
+
+    @history.setter
+    def history(self, history: MetricHistory) -> None:
+        self._pipeline.drain(self._trainer, wait=True) if self._trainer is not None else self._pipeline.worker.wait()
+        self._history = history
+        self._pipeline.history = history
+
+    def _drain(self, trainer: pl.Trainer | None, wait: bool = False) -> None:
+        if trainer is None:
+            if wait:
+                self._pipeline.worker.wait()
+            return
+        self._pipeline.drain(trainer, wait=wait)
+
+    @property
     @override
     def state_key(self) -> str:
         return self._generate_state_key(metrics=[m.name for m in self.metrics], every_n_epochs=self.every_n_epochs, every_n_steps=self.every_n_steps)
 
     @override
     def state_dict(self) -> dict[str, Any]:
+        # A checkpoint holds every measurement made before it: wait for the ones still computing.
         state: dict[str, Any] = {
             "version": 2,
             "history": self.history.state_dict(),
@@ -276,7 +330,12 @@ class ComplexityMonitor(Callback):
 
     # ------------------------------------------------------------------ setup / teardown
     @override
+    @_on_training_loop
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._trainer = trainer
+        self._fit_started = time.perf_counter()
+        self._loop_seconds = 0.0
+        self._pipeline.costs.clear()
         self._start_history(trainer)
         self._remove_hooks()
         self._probe = self._build_probe(trainer)
@@ -288,7 +347,7 @@ class ComplexityMonitor(Callback):
     def _start_history(self, trainer: pl.Trainer) -> None:
         resumed = self._loaded_state or trainer.ckpt_path is not None
         self._loaded_state = False
-        if not resumed and len(self.history) and trainer.global_step <= max(self.history.steps()):
+        if not resumed and len(self.history) and trainer.global_step <= max(self._history.steps()):
             # A new Trainer (pretrain, then fine-tune): its steps start again, so it gets its own history.
             self.previous_histories.append(self.history)
             self.history = MetricHistory()
@@ -380,6 +439,10 @@ class ComplexityMonitor(Callback):
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        start = time.perf_counter()
+        self._drain(trainer, wait=True)
+        self._loop_seconds += time.perf_counter() - start
+        self._report_cost(trainer)
         if self.failures:
             steps = ", ".join(str(step) for step, _ in self.failures[:20]) + (" …" if len(self.failures) > 20 else "")
             rank_zero_warn(f"lightning_complexity: {len(self.failures)} of {self._measurements} measurements of this fit failed (steps {steps}); their rows are NaN.")
@@ -389,13 +452,34 @@ class ComplexityMonitor(Callback):
             except Exception as error:  # noqa: BLE001 - a failed export must not fail a finished fit
                 rank_zero_warn(f"lightning_complexity: the history could not be written to {self.export_path} ({type(error).__name__}: {error}); it is still in `monitor.history`.")
 
+    def _report_cost(self, trainer: pl.Trainer) -> None:
+        fit_seconds = max(1e-9, time.perf_counter() - self._fit_started)
+        background = sum(cost[2] for cost in self._pipeline.costs)
+        rank_zero_info(
+            f"lightning_complexity: {self._measurements} measurements, {self._loop_seconds:.2f} s on the training loop = "
+            f"{100 * self._loop_seconds / fit_seconds:.1f} % of fit ({fit_seconds:.1f} s), {background:.2f} s of computation "
+            f"{'in the background' if self.background else 'inline'}."
+        )
+
+    @property
+    def loop_seconds(self) -> float:
+        """Seconds the training loop spent in the monitor during the last fit (setup, capture,
+        logging, figures, and waiting for pending measurements at the end)."""
+        return self._loop_seconds
+
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._remove_hooks()
+        self._drain(trainer, wait=True)
+        self._pipeline.close()
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._remove_hooks()
+        try:  # keep what was measured before the failure: a checkpoint or the user may read it
+            self._drain(trainer, wait=True)
+        except Exception:  # noqa: BLE001 - the user's exception is the one that matters
+            pass
 
     def _remove_hooks(self) -> None:
         self._capturing_validation = False
@@ -405,6 +489,7 @@ class ComplexityMonitor(Callback):
 
     # ------------------------------------------------------------------ schedule
     @override
+    @_on_training_loop
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.compute_layer_algebra and self.layer_algebra is None:
             self._compute_layer_algebra(trainer, pl_module)
@@ -412,9 +497,11 @@ class ComplexityMonitor(Callback):
             self._measure_own_pass(trainer, pl_module, epoch=trainer.current_epoch)
 
     @override
+    @_on_training_loop
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._drain(trainer)  # log what the background finished
         last = self._is_last_batch(trainer, batch_idx)
-        if self.every_n_steps is not None and trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:
+        if self._step_due is not None and trainer.global_step > 0 and self._step_due(trainer.global_step):
             self._measure_own_pass(trainer, pl_module, epoch=trainer.current_epoch + int(last))
         if last and self._epoch_due(trainer.current_epoch + 1):
             # The epoch's measurement waits for the validation pass that follows this batch; if
@@ -422,6 +509,7 @@ class ComplexityMonitor(Callback):
             self._pending_epoch = trainer.current_epoch + 1
 
     @override
+    @_on_training_loop
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self._pending_epoch is None or self._capture is None or self._probe is None:
             return
@@ -432,6 +520,7 @@ class ComplexityMonitor(Callback):
         self._seen_validation_batches = 0
 
     @override
+    @_on_training_loop
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not self._capturing_validation or dataloader_idx != 0 or self._capture is None:
             return
@@ -441,11 +530,13 @@ class ComplexityMonitor(Callback):
             self._seen_validation_batches += 1
 
     @override
+    @_on_training_loop
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self._capturing_validation and self._capture is not None:
             self._capture.end_batch()
 
     @override
+    @_on_training_loop
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # on_validation_end, not on_validation_epoch_end: the epoch's validation metrics are in
         # callback_metrics by now, and checkpoint callbacks (which run after us) save after it.
@@ -455,7 +546,7 @@ class ComplexityMonitor(Callback):
         self._capture.end_capture()
         epoch, self._pending_epoch = self._pending_epoch, None
         seen = self._seen_validation_batches
-        self._measure(trainer, pl_module, epoch, lambda: self._collect_validation(seen))
+        self._measure(trainer, pl_module, epoch, lambda: self._collect_validation(seen), loop_seconds=self._capture.hook_seconds)
 
     def _collect_validation(self, seen: int) -> dict[str, SiteData]:
         if seen == 0:
@@ -463,6 +554,7 @@ class ComplexityMonitor(Callback):
         return self._capture.collect()
 
     @override
+    @_on_training_loop
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         completed = trainer.current_epoch + int(self._epoch_completed(trainer))
         due = self._pending_epoch if self._pending_epoch is not None else (completed if completed > trainer.current_epoch and self._epoch_due(completed) else None)
@@ -528,10 +620,11 @@ class ComplexityMonitor(Callback):
                     self._step.function(pl_module, data, index)
         return self._capture.collect()
 
-    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int, capture: Callable[[], dict[str, SiteData]]) -> None:
+    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int, capture: Callable[[], dict[str, SiteData]], loop_seconds: float = 0.0) -> None:
         step = trainer.global_step
         if step in self._measured_steps or self._capture is None or self._probe is None:
             return
+        start = time.perf_counter()
         self._measured_steps.add(step)
         self._measurements += 1
         local_error = None
@@ -544,25 +637,25 @@ class ComplexityMonitor(Callback):
         reports = all_ranks(trainer.strategy, (local_error, self._capture.errors if self._capture else {}, dict(self._capture.ambiguous)))
         failed = [(rank, error) for rank, (error, _, _) in enumerate(reports) if error is not None]
         if failed:
-            self._record_failure(trainer, step, epoch, failed)
+            self._record_failure(trainer, step, epoch, failed, loop_seconds + time.perf_counter() - start)
             return
         try:
             captured = gather_sites(captured, trainer.strategy, self._capture.maps_budget)
             self.sites = {m.name: [s for s, d in captured.items() if self._site_watched(m, d) and m.applies_to(d)] for m in self.metrics if not m.network_level}
-            result = compute_metrics(captured, self.metrics, self.sites)
-            self._compute_network_metrics(trainer, pl_module, result)
+            extra_values, extra_problems = self._compute_network_metrics(trainer, pl_module)
         except Exception as error:  # noqa: BLE001 - the monitor must never break the fit it watches
-            self._record_failure(trainer, step, epoch, [(trainer.global_rank, f"{type(error).__name__}: {error}")])
+            self._record_failure(trainer, step, epoch, [(trainer.global_rank, f"{type(error).__name__}: {error}")], loop_seconds + time.perf_counter() - start)
             return
         self._report_capture(reports, captured, pl_module)
-        for problem in result.problems:
-            self._warn_once((problem.metric, problem.site), f"lightning_complexity: `{problem.metric}` is NaN at site `{problem.site}` from step {step}: {problem.reason}. Further problems at this site are not reported.")
-        values = dict(result.values)
         watched = dict.fromkeys(s for sites in self.sites.values() for s in sites)
-        values.update({(SAMPLES_METRIC, site): float(captured[site].samples) for site in watched})
         self._update_site_info(trainer, captured, watched)
-        self._last_keys = list(values)
-        self._record(trainer, step, epoch, values)
+        self._last_keys = [(p, s) for m in self.metrics if not m.network_level for s in self.sites.get(m.name, []) for p in m.produces]
+        self._last_keys += [(SAMPLES_METRIC, s) for s in watched] + list(extra_values)
+        measurement = Measurement(
+            step, epoch, captured, self.sites, extra_values, extra_problems, context_values(trainer.callback_metrics, self.context_metrics)
+        )
+        measurement.loop_seconds = loop_seconds + time.perf_counter() - start
+        self._pipeline.submit(trainer, measurement)
 
     def _report_capture(self, reports: list[tuple], captured: dict[str, SiteData], pl_module: pl.LightningModule) -> None:
         world = len(reports)
@@ -588,52 +681,26 @@ class ComplexityMonitor(Callback):
             for writer in tensorboard_writers(trainer.loggers):
                 writer.add_text(SITES_TAG, json.dumps(info), global_step=trainer.global_step)
 
-    def _record_failure(self, trainer: pl.Trainer, step: int, epoch: int, failed: list[tuple[int, str]]) -> None:
+    def _record_failure(self, trainer: pl.Trainer, step: int, epoch: int, failed: list[tuple[int, str]], loop_seconds: float) -> None:
         world = trainer.world_size
         reason = "; ".join(f"rank {rank}: {error}" if world > 1 else error for rank, error in failed)
         self.failures.append((step, reason))
         self._warn_once(("failure", reason), f"lightning_complexity: measurement at step {step} failed and its rows are NaN ({reason}).")
         keys = self._last_keys or [(produced, site) for m in self.metrics if not m.network_level for site in sorted(self._modules_of.get(m.name, ())) for produced in m.produces]
-        self._record(trainer, step, epoch, dict.fromkeys(keys, math.nan))
-
-    def _record(self, trainer: pl.Trainer, step: int, epoch: int, values: dict[tuple[str, str], float]) -> None:
         context = context_values(trainer.callback_metrics, self.context_metrics)
-        rows = [(step, epoch, metric, site, value) for (metric, site), value in values.items()]
-        rows += [(step, epoch, key, CONTEXT_SITE, value) for key, value in context.items()]
-        self.history.extend(rows)
-        try:
-            self._log(trainer, step, epoch, values)
-            if self.power_law:
-                self._log_power_laws(trainer, step)
-        except Exception as error:  # noqa: BLE001 - logging must never break the fit
-            self._warn_once(("logging",), f"lightning_complexity: logging the measurement at step {step} failed ({type(error).__name__}: {error}); the rows are in the history.")
+        self._pipeline.submit(trainer, Measurement(step, epoch, context=context, loop_seconds=loop_seconds, failed_keys=keys))
 
     @property
     def power_law_axis(self) -> str:
         """The time axis of the fits: ``"epoch"``, or ``"step"`` when only steps are scheduled."""
-        return "epoch" if self.every_n_epochs or not self.every_n_steps else "step"
-
-    def _log_power_laws(self, trainer: pl.Trainer, step: int) -> None:
-        from lightning_complexity.powerlaw import fit_power_law
-
-        scalars = {}
-        for (metric, site), (t, y) in self.history.curves(self.power_law_axis).items():
-            if metric == SAMPLES_METRIC:
-                continue
-            fit = fit_power_law(t, y, window=self.power_law_window)  # NaN below SPEC §4's 4 points
-            if np.isfinite(fit.exponent):
-                scalars[f"powerlaw/{metric}/{site}/exponent"] = fit.exponent
-                scalars[f"powerlaw/{metric}/{site}/r2"] = fit.r2
-                conclusive = getattr(fit, "conclusive", None)
-                if conclusive is not None:
-                    scalars[f"powerlaw/{metric}/{site}/conclusive"] = float(bool(conclusive))
-        for logger in trainer.loggers if scalars else []:
-            logger.log_metrics({_safe_tag(k): v for k, v in scalars.items()}, step=step)
+        return "epoch" if self.every_n_epochs or not (self.every_n_steps or self.schedule) else "step"
 
     @override
+    @_on_training_loop
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._drain(trainer, wait=True)
         writers = tensorboard_writers(trainer.loggers) if trainer.is_global_zero else []
-        if not (writers and self.log_figures and self.power_law) or not len(self.history):
+        if not (writers and self.log_figures and self.power_law) or not len(self._history):
             return
         try:
             self._draw_power_laws(trainer, writers)
@@ -643,20 +710,23 @@ class ComplexityMonitor(Callback):
     def _draw_power_laws(self, trainer: pl.Trainer, writers: list[Any]) -> None:
         from lightning_complexity.figures import power_law_figure
 
-        fits = self.history.power_law_fits(self.power_law_axis, self.power_law_window)
+        fits = self._history.power_law_fits(self.power_law_axis, self.power_law_window)
         drawable = set(fits.loc[np.isfinite(fits["exponent"].to_numpy(dtype=float)), "metric"])  # metrics with at least one fit
-        for metric in [m for m in self.history.metrics() if m in drawable and m != SAMPLES_METRIC]:
+        for metric in [m for m in self._history.metrics() if m in drawable and m != SAMPLES_METRIC]:
             try:
-                figure = power_law_figure(self.history, metric, self.power_law_axis, self.power_law_window)
+                figure = power_law_figure(self._history, metric, self.power_law_axis, self.power_law_window)
                 for writer in writers:
-                    writer.add_figure(f"{FIGURE_PREFIX}/powerlaw/{_safe_tag(metric)}", figure, global_step=trainer.global_step, close=False)
+                    writer.add_figure(f"{FIGURE_PREFIX}/powerlaw/{printable(metric)}", figure, global_step=trainer.global_step, close=False)
             except Exception as error:  # noqa: BLE001 - a figure must never stop training
                 self._warn_once((metric, "<powerlaw figure>"), f"lightning_complexity: the power-law figure of `{metric}` failed ({type(error).__name__}: {error}).")
 
-    def _compute_network_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule, result: Any) -> None:
+    def _compute_network_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[dict[tuple[str, str], float], list[SiteProblem]]:
+        """Network-level metrics need the live model, so they run here, on the training thread."""
+        values: dict[tuple[str, str], float] = {}
+        problems: list[SiteProblem] = []
         network = [m for m in self.metrics if m.network_level]
         if not network:
-            return
+            return values, problems
         try:
             inputs = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(self._probe.inputs(self.batch_to_input)))
         except Exception as error:  # noqa: BLE001 - e.g. dict batches without batch_to_input
@@ -666,47 +736,18 @@ class ComplexityMonitor(Callback):
                 if inputs is None:
                     raise RuntimeError(f"the probe gives no tensor of model inputs ({reason}); pass batch_to_input=")
                 with isolated(pl_module):
-                    values = metric.compute_network(pl_module, inputs)
-                host = torch.stack([values[name].to(torch.float64).reshape(()).cpu() for name in metric.produces]).tolist()
+                    computed = metric.compute_network(pl_module, inputs)
+                host = torch.stack([computed[name].to(torch.float64).reshape(()).cpu() for name in metric.produces]).tolist()
             except Exception as error:  # noqa: BLE001 - a failing metric must not stop training
                 host = [float("nan")] * len(metric.produces)
-                result.problems.append(SiteProblem(metric.name, metric.site, f"{type(error).__name__}: {error}"))
-            result.values.update({(name, metric.site): value for name, value in zip(metric.produces, host)})
+                problems.append(SiteProblem(metric.name, metric.site, f"{type(error).__name__}: {error}"))
+            values.update({(name, metric.site): value for name, value in zip(metric.produces, host)})
+        return values, problems
 
     def _warn_once(self, key: Any, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             rank_zero_warn(message)
-
-    # ------------------------------------------------------------------ logging
-    def _log(self, trainer: pl.Trainer, step: int, epoch: int, values: dict[tuple[str, str], float]) -> None:
-        if not values:
-            return
-        scalars = {scalar_tag(metric, site): value for (metric, site), value in values.items()}
-        scalars[EPOCH_TAG] = float(epoch)  # lets a history be rebuilt from the logs alone
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=step)
-        grown = False
-        for metric, site in values:
-            tags = self._layout_tags.setdefault(metric, [])
-            if site not in tags:
-                tags.append(site)
-                grown = True
-        writers = tensorboard_writers(trainer.loggers) if trainer.is_global_zero else []
-        for writer in writers if grown else []:
-            writer.add_custom_scalars(custom_scalars_layout(self._layout_tags))
-        if writers and self.log_figures:
-            self._log_figures(writers, step)
-
-    def _log_figures(self, writers: list[Any], step: int) -> None:
-        for metric in self.metrics:
-            try:
-                figures = metric.figures(self.history)
-                for name, figure in figures.items():
-                    for writer in writers:
-                        writer.add_figure(f"{FIGURE_PREFIX}/{name}", figure, global_step=step, close=False)
-            except Exception as error:  # noqa: BLE001 - a figure must never stop training
-                self._warn_once((metric.name, "<figures>"), f"lightning_complexity: figures of `{metric.name}` failed ({type(error).__name__}: {error}); they are skipped.")
 
     # ------------------------------------------------------------------ export
     def export(self, path: str | Path) -> Path:
@@ -730,8 +771,3 @@ def _names_functional_sites(spec: LayerSpec) -> bool:
     """Whether a layer spec has a glob that can match functional sites (``"*.relu()"``)."""
     entries = spec if isinstance(spec, list) else [spec]
     return any(isinstance(entry, str) and "()" in entry for entry in entries)
-
-
-def _safe_tag(tag: str) -> str:
-    # Loggers write tags to files: a lone surrogate in a module name must not fail the write.
-    return tag.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -203,6 +204,8 @@ class ActivationCapture:
         self._types = {name: type(module).__name__ for name, module in modules.items()}
         self._active = False
         self._only_batches = False
+        #: seconds spent copying and reducing in the hooks during the current capture.
+        self.hook_seconds = 0.0
         self._batch: _Batch | None = None
         self._mode: FunctionalActivationMode | None = None
         self._calls: dict[str, int] = defaultdict(int)
@@ -249,6 +252,7 @@ class ActivationCapture:
         """
         self._buffers.clear()
         self._errors.clear()
+        self.hook_seconds = 0.0
         self._only_batches = only_batches
         self._active = True
 
@@ -345,10 +349,13 @@ class ActivationCapture:
 
     def _guarded(self, name: str, call: int, keep, *args) -> None:
         # A hook must never break the forward it watches: record the failure, report it later.
+        start = time.perf_counter()
         try:
             keep(name, call, *args)
         except Exception as error:  # noqa: BLE001
             self._errors.setdefault(site_name(name, call), f"{type(error).__name__}: {error}")
+        finally:
+            self.hook_seconds += time.perf_counter() - start
 
     def _buffer(self, name: str, call: int) -> _Buffers:
         return self._buffers.setdefault((name, call), _Buffers())

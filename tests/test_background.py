@@ -1,0 +1,92 @@
+"""Measurements computed off the training thread: same numbers, nothing lost, costs reported (issue 13)."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lightning_complexity import ComplexityMonitor, MetricHistory
+from lightning_complexity.schedule import LogSchedule
+from toy import ToyRegressor, toy_loaders, trainer
+
+
+def _fit(tmp_path, monitor, max_epochs=3, model=None, **kwargs):
+    pl.seed_everything(0, verbose=False)
+    model = model or ToyRegressor()
+    train, val = toy_loaders()
+    fitted = trainer(tmp_path, [monitor, *kwargs.pop("extra", [])], max_epochs=max_epochs, **kwargs)
+    fitted.fit(model, train, val)
+    return model, fitted
+
+
+def test_background_values_equal_synchronous_ones_bit_for_bit(tmp_path) -> None:
+    metrics = ["affinity", "effective_dimension", "activation_pattern_entropy", "entropic_complexity", "betti"]
+    background = ComplexityMonitor(metrics=metrics, every_n_steps=5, background=True)
+    inline = ComplexityMonitor(metrics=metrics, every_n_steps=5, background=False)
+    _fit(tmp_path / "a", background)
+    _fit(tmp_path / "b", inline)
+    assert len(background.history) > 100
+    assert background.history == inline.history  # every row, every bit (NaN equal to NaN)
+    assert background.history.power_law_fits().equals(inline.history.power_law_fits())
+
+
+def test_a_checkpoint_holds_the_rows_of_its_epoch(tmp_path) -> None:
+    monitor = ComplexityMonitor(metrics="effective_dimension")
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
+    _fit(tmp_path, monitor, max_epochs=3, extra=[checkpoints], enable_checkpointing=True)
+    for epoch, steps in ((0, [0, 8]), (1, [0, 8, 16]), (2, [0, 8, 16, 24])):
+        (path,) = (tmp_path / "ckpt").glob(f"epoch={epoch}-*.ckpt")
+        state = torch.load(path, weights_only=True)["callbacks"][monitor.state_key]
+        assert MetricHistory.from_state_dict(state["history"]).steps() == steps
+
+
+def test_rows_measured_before_a_crash_are_kept(tmp_path) -> None:
+    monitor = ComplexityMonitor(metrics="effective_dimension")
+    with pytest.raises(RuntimeError, match="boom"):
+        _fit(tmp_path, monitor, model=ToyRegressor(fail_at_step=9))
+    assert monitor.history.steps() == [0, 8]
+
+
+def test_the_monitor_reports_its_own_cost(tmp_path, caplog) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    monitor = ComplexityMonitor(metrics="effective_dimension")
+    with caplog.at_level(logging.INFO):
+        _fit(tmp_path, monitor, logger=logger)
+    logger.experiment.flush()
+    events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    for tag in ("complexity_meta/loop_seconds", "complexity_meta/background_seconds"):
+        logged = events.Scalars(tag)
+        assert [e.step for e in logged] == monitor.history.steps()
+        assert all(e.value >= 0 for e in logged)
+    assert all(e.value > 0 for e in events.Scalars("complexity_meta/background_seconds"))
+    line = [r.getMessage() for r in caplog.records if "measurements," in r.getMessage()]
+    assert len(line) == 1 and line[0].startswith("lightning_complexity: 4 measurements, ") and "% of fit" in line[0]
+    assert 0 < monitor.loop_seconds
+
+
+def test_log_spaced_and_callable_schedules(tmp_path) -> None:
+    log = ComplexityMonitor(metrics="effective_dimension", schedule="log", every_n_epochs=None)
+    _fit(tmp_path / "log", log, max_epochs=3)  # 24 steps
+    assert log.history.steps() == [0, 1, 2, 3, 4, 6, 7, 10, 13, 18, 24]
+    assert log.power_law_axis == "step"
+    custom = ComplexityMonitor(metrics="effective_dimension", schedule=lambda step: step in (5, 11), every_n_epochs=None, measure_at_start=False)
+    _fit(tmp_path / "custom", custom, max_epochs=2)
+    assert custom.history.steps() == [5, 11]
+    assert LogSchedule(per_decade=2)(10) and not LogSchedule(per_decade=2)(5)
+
+
+def test_schedule_and_every_n_steps_together_are_refused() -> None:
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    with pytest.raises(MisconfigurationException, match="`schedule='log'`"):
+        ComplexityMonitor(schedule="log", every_n_steps=3)
+    with pytest.raises(MisconfigurationException, match="`schedule='often'`"):
+        ComplexityMonitor(schedule="often")
