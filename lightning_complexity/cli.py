@@ -28,7 +28,8 @@ def _demo(args: argparse.Namespace) -> int:
     history = result.monitor.history
     print()
     print(f"Trained {args.epochs} epochs on scikit-learn digits: validation accuracy {result.val_accuracy:.3f}")
-    print(f"Monitored sites: {', '.join(history.sites('effective_dimension'))}")
+    samples = sorted({int(row.value) for row in history if row.metric == "samples" and row.value == row.value})
+    print(f"Monitored sites: {', '.join(history.sites('effective_dimension'))} (on {'/'.join(map(str, samples)) or '?'} probe samples)")
     print(f"History ({len(history)} rows): {result.history_path}  (also .parquet beside it)")
     print(f"Power-law fits of every curve: {result.history_path.with_name('complexity_power_laws.csv')}")
     signature = [f"{site}={value:.3f}" for (metric, site), value in history.latest().items() if metric == "affinity"]

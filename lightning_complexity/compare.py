@@ -296,7 +296,7 @@ def write_comparison(runs: Sequence[RunData], labels: Sequence[str], out_dir: st
     """
     from lightning_complexity.export import write_table
     from lightning_complexity.report_tables import folded_metrics
-    from lightning_complexity.run_contents import METADATA_METRICS
+    from lightning_complexity.run_contents import FLAG_METRICS, METADATA_METRICS
 
     if len(runs) < 2:
         raise ValueError(f"a comparison needs at least two runs, got {len(runs)}")
@@ -310,7 +310,7 @@ def write_comparison(runs: Sequence[RunData], labels: Sequence[str], out_dir: st
     by = "epoch" if all(time_axis(h) == "epoch" for h in histories) else "step"
     contents = _merged_contents(histories, [run.sites for run in runs])
     folded_everywhere = set.intersection(*(set(folded_metrics(h, by)) for h in histories))
-    skipped = set(METADATA_METRICS) | set(contents.context_keys) | folded_everywhere
+    skipped = set(METADATA_METRICS) | set(FLAG_METRICS) | set(contents.context_keys) | folded_everywhere
     metrics = [m for m in _union([h.metrics() for h in histories]) if m not in skipped]
     specs = []
     if contents.context_keys:

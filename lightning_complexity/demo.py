@@ -50,7 +50,10 @@ class DigitsDataModule(pl.LightningDataModule):
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=256)
+        # Two batches of 180: the probe takes whole validation batches within its budget, so the
+        # default max_samples=360 measures on the whole validation set (batches of 256 would leave
+        # one batch, possibly the short one of 104).
+        return DataLoader(self.val_set, batch_size=180)
 
 
 class DigitsClassifier(pl.LightningModule):

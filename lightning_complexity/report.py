@@ -238,7 +238,7 @@ th{background:#f4f4f4}td.text,th.text{text-align:left}figure{margin:1rem 0}img{m
 figcaption{font-size:.85rem;color:#555}.note{background:#fff8e0;border-left:4px solid #e0b000;padding:.4rem .8rem}
 .error{color:#a00}.scroll{overflow-x:auto}code{background:#f4f4f4;padding:0 .2rem}nav a{margin-right:1rem}
 tr.muted td{color:#999}tr.muted td:last-child{font-style:italic}tr.group th{background:#fafafa;text-align:left;font-weight:600}
-.summary li{margin:.15rem 0}td{white-space:nowrap}td.text{white-space:normal}nav a{white-space:nowrap;display:inline-block}
+.summary li{margin:.15rem 0}td{white-space:nowrap}td.wrap{white-space:normal;min-width:14rem}nav a{white-space:nowrap;display:inline-block}
 """.strip()
 
 
@@ -271,8 +271,12 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
-def html_table(frame: pd.DataFrame, text_columns: Iterable[str] = (), row_classes: Sequence[str] | None = None, group_by: str | None = None) -> str:
+def html_table(frame: pd.DataFrame, text_columns: Iterable[str] = (), row_classes: Sequence[str] | None = None, group_by: str | None = None,
+               wrap_columns: Iterable[str] = ()) -> str:
     """``frame`` as an HTML table; every header and cell is escaped; ``text_columns`` align left.
+
+    Cells keep to one line (a site label such as ``features.relu1 (ReLU)`` must not break) except
+    in ``wrap_columns`` (long prose: a verdict, a list of metrics), which wrap.
 
     ``row_classes`` gives each row a CSS class (``"muted"`` greys it); ``group_by`` names a column
     whose value heads each run of equal rows (a row spanning the table) instead of being a column.
@@ -282,11 +286,12 @@ def html_table(frame: pd.DataFrame, text_columns: Iterable[str] = (), row_classe
         >>> "<td class=\\"text\\">a&amp;b</td>" in html_table(pd.DataFrame({"site": ["a&b"]}), ["site"])
         True
     """
-    text_columns = set(text_columns)
+    text_columns, wrap_columns = set(text_columns), set(wrap_columns)
     columns = [c for c in frame.columns if c != group_by]
 
     def cell(tag: str, column: Any, text: str) -> str:
-        css = ' class="text"' if column in text_columns else ""
+        classes = " ".join(name for name, on in (("text", column in text_columns), ("wrap", column in wrap_columns)) if on)
+        css = f' class="{classes}"' if classes else ""
         return f"<{tag}{css}>{html_text(text)}</{tag}>"
 
     header = "".join(cell("th", c, str(c)) for c in columns)
@@ -463,7 +468,7 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
     summaries = ", ".join(contents.summary_metrics) or "none"
     body.append(f"<p>{html_text(contents.describe_sites())}, in forward order (depth), grouped by top-level module. Summaries across sites ({html_text(summaries)}), network-level metrics and the trainer's scalars are not sites.</p>")
     if contents.sites:
-        body.append(html_table(sites_table(history, contents), ["site", "module type", "kind", "metrics"], group_by="block"))
+        body.append(html_table(sites_table(history, contents), ["site", "module type", "kind", "metrics"], group_by="block", wrap_columns=["metrics"]))
 
     for family, spec in family_specs:
         body.append(_section(family.key, family.title))
@@ -486,7 +491,7 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
     body.append(html_figure(exponents))
     body.append(html_figure(loglog))
     body.append(f"<p>{sum(conclusive)} of {len(conclusive)} fits are conclusive.</p>")
-    body.append(html_table(fits_table(shown, verdicts, contents), ["metric", "site", "verdict"], row_classes=["" if ok else "muted" for ok in conclusive]))
+    body.append(html_table(fits_table(shown, verdicts, contents), ["metric", "site", "verdict"], row_classes=["" if ok else "muted" for ok in conclusive], wrap_columns=["verdict"]))
 
     body.append(_section("final", "Final values"))
     finals = final_values_table(history, contents)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lightning_complexity.figures import PLOT_LIMIT, drawable
-from lightning_complexity.run_contents import CONTEXT_SITE, METADATA_METRICS, RunContents
+from lightning_complexity.run_contents import CONTEXT_SITE, FLAG_METRICS, METADATA_METRICS, RunContents
 from lightning_complexity.safe_names import legend_text, plot_text, printable
 
 if TYPE_CHECKING:
@@ -106,8 +106,10 @@ FAMILIES: tuple[Family, ...] = (
            "Mean binary entropy of P(unit on) (ln 2 = half on; 0 = always on or off) and the active fraction of feature maps.",
            (Panel("activation_pattern_entropy"), Panel("active_fraction"))),
     Family("entropic", "Entropic complexity",
-           "Entropic complexity C_ε of each block (hollow: censored, no number of pieces reached the tolerance) and its linear deficit e(1).",
-           (Panel("entropic_complexity", flag="entropic_complexity_censored"), Panel("linear_deficit", title="linear deficit e(1)"))),
+           "Entropic complexity C_ε of each block (hollow: censored, no number of pieces reached the tolerance), its linear deficit e(1) "
+           "and, when measured, its error floor min_k e(k) (what no number of pieces explained).",
+           (Panel("entropic_complexity", flag="entropic_complexity_censored"), Panel("linear_deficit", title="linear deficit e(1)"),
+            Panel("entropic_error_floor", title="error floor min_k e(k)"))),
     Family("topology", "Topology of activation maps",
            "Betti numbers b0 (components) and b1 (holes) of the x > 0 maps, and their decay through depth (rate and normalised area).",
            (Panel("betti_0"), Panel("betti_1"), Panel("betti_depth", ("decay_rate",), "betti decay rate"), Panel("betti_depth", ("normalised_area",), "betti normalised area"))),
@@ -116,7 +118,7 @@ FAMILIES: tuple[Family, ...] = (
            (Panel("linear_regions", secondary="linear_regions_per_neuron"), Panel("linear_regions_per_unit_length", title="linear regions per unit length"))),
 )
 #: metrics drawn inside another panel (band, flag): never a figure of their own.
-_DRAWN_INSIDE = {"affinity_signature", "entropic_complexity_censored"}
+_DRAWN_INSIDE = {"affinity_signature", *FLAG_METRICS}
 
 
 @dataclass

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lightning_complexity.run_contents import METADATA_METRICS, RunContents
+from lightning_complexity.run_contents import FLAG_METRICS, METADATA_METRICS, RunContents
 from lightning_complexity.safe_names import records_frame
 
 if TYPE_CHECKING:
@@ -166,9 +166,10 @@ def sites_table(history: MetricHistory, contents: RunContents) -> pd.DataFrame:
 
 
 def select_fits(fits: pd.DataFrame, contents: RunContents, folded: Mapping[str, str]) -> tuple[pd.DataFrame, list[tuple[bool, str]]]:
-    """The fits a reader should see, and their verdicts: folded, bookkeeping and training-context
-    metrics left out; metrics in order of appearance, sites in forward order within each."""
-    keep = [m not in folded and m not in METADATA_METRICS and m not in contents.context_keys for m in fits["metric"]]
+    """The fits a reader should see, and their verdicts: folded, bookkeeping, flag (0/1 markers) and
+    training-context metrics left out; metrics in order of appearance, sites in forward order within each."""
+    hidden = {*folded, *METADATA_METRICS, *FLAG_METRICS, *contents.context_keys}
+    keep = [m not in hidden for m in fits["metric"]]
     shown = fits[keep]
     site_order = {site.name: index for index, site in enumerate(contents.sites)}
     metric_order = {metric: index for index, metric in enumerate(dict.fromkeys(shown["metric"]))}

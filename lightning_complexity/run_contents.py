@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTEXT_SITE",
+    "FLAG_METRICS",
     "METADATA_METRICS",
     "NETWORK_SITE",
     "SUMMARY_METRICS",
@@ -63,6 +64,9 @@ NETWORK_SITE = "network"
 SUMMARY_METRICS = ("affinity_signature", "betti_depth")
 #: bookkeeping metrics: not curves of interest (not fitted), shown in the sites table.
 METADATA_METRICS = BOOKKEEPING_METRICS
+#: 0/1 markers of another metric's points (``entropic_complexity_censored``: C_ε is only a lower
+#: bound there): drawn as hollow points of that metric, never as a curve, a figure or a fit.
+FLAG_METRICS = ("entropic_complexity_censored",)
 _CALL_SUFFIX = re.compile(r"#\d+$")
 
 

@@ -90,6 +90,8 @@ def test_demo_writes_tensorboard_logs_and_a_history_for_every_activation(demo_ru
     history = MetricHistory.from_csv(log_dir / "complexity_history.csv")
     assert MetricHistory.from_parquet(log_dir / "complexity_history.parquet") == history
     assert history.sites("effective_dimension") == DEMO_SITES
+    # the probe is the whole validation set (360 digits, two batches of 180) at every site and step
+    assert {row.value for row in history if row.metric == "samples"} == {360.0} and "on 360 probe samples" in printed
     for site in DEMO_SITES:
         t, values = history.series("effective_dimension", site)
         assert t.tolist() == [0, 1, 2] and (values > 1).all()
