@@ -65,8 +65,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import lightning.pytorch as pl  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
-import lightning_complexity.callback as callback_module  # noqa: E402
-import lightning_complexity.capture as capture_module  # noqa: E402
 import lightning_complexity.functional.ot as ot_module  # noqa: E402
 from lightning_complexity import ComplexityMonitor  # noqa: E402
 from lightning_complexity.demo import DigitsClassifier, DigitsDataModule  # noqa: E402
@@ -227,14 +225,17 @@ class EpochTimer(pl.Callback):
 
 _HOOKS = ("on_fit_start", "on_train_start", "on_train_batch_end", "on_train_epoch_end", "on_validation_epoch_start",
           "on_validation_batch_start", "on_validation_batch_end", "on_validation_end", "on_train_end", "on_fit_end", "teardown")
-_PARTS = ("_compute_layer_algebra", "_run_own_pass", "_log", "_log_figures", "_log_power_laws", "_compute_network_metrics")
+# Methods of the monitor timed on the training thread.
+_PARTS = ("_compute_layer_algebra", "_run_own_pass", "_measure", "_draw_power_laws")
+# Methods of its measurement pipeline: the job runs in the background thread, publishing on the training thread.
+_PIPELINE_PARTS = ("_job", "_values", "_fits", "_figures", "_publish")
 
 
 class Instrument:
     """Timers around the monitor's hooks, its internal steps and each metric's ``compute``.
 
-    Everything is wrapped on the instance (or, for ``compute_metrics`` and ``reduce_to_samples``,
-    on the importing module for the duration of one fit); no library file is touched.
+    Everything is wrapped on the instance (or, for the assignment solver, on the module for the
+    duration of one fit); no library file is touched.
     """
 
     def __init__(self, monitor: ComplexityMonitor, profiler: cProfile.Profile | None = None) -> None:
@@ -245,11 +246,12 @@ class Instrument:
             setattr(monitor, name, self._wrap(getattr(monitor, name), "hooks", f"hook:{name}", profile=True))
         for name in _PARTS:
             setattr(monitor, name, self._wrap(getattr(monitor, name), name))
+        pipeline = monitor._pipeline
+        for name in _PIPELINE_PARTS:
+            setattr(pipeline, name, self._wrap(getattr(pipeline, name), f"pipeline:{name}"))
         for metric in monitor.metrics:
             metric.compute = self._wrap(metric.compute, f"compute:{metric.name}")
         self._patches = [
-            (callback_module, "compute_metrics", self._wrap(callback_module.compute_metrics, "compute_metrics")),
-            (capture_module, "reduce_to_samples", self._wrap(capture_module.reduce_to_samples, "reduce_to_samples")),
             # Runs in the OT thread pool: summed solver time over threads, and the number of sites solved.
             (ot_module, "_solve_assignment", self._wrap(ot_module._solve_assignment, "lsa")),
         ]
@@ -294,6 +296,9 @@ class RunResult:
     probe_rows: int = 0
     bare_forward: float = float("nan")
     lsa_calls: int = 0
+    loop_seconds: float = 0.0
+    #: per measurement: seconds on the training loop (capture + hand-over) and in the background.
+    costs: list[tuple[int, float, float]] = field(default_factory=list)
     times: dict[str, float] = field(default_factory=dict)
 
 
@@ -310,26 +315,6 @@ def bare_probe_forward(model: nn.Module, inputs: torch.Tensor, batch_size: int =
             best = min(best, time.perf_counter() - start)
     model.train(training)
     return best
-
-
-def chunked_reduce_to_samples(tensor: torch.Tensor, *, spatial: str = "mean", channel_dim: int | None = None, positions_per_sample: int | None = None) -> torch.Tensor:
-    """``--patch-reduce``: the proposed capture reduction, simulated here (the library is not edited).
-
-    Same float64 means as ``reduce_to_samples``, computed in slices of ~1 MiB of float64 instead of
-    one float64 copy of the whole activation (a fresh multi-MB allocation, paged in on every call).
-    """
-    x = tensor.detach()
-    if spatial != "mean" or x.ndim < 3:
-        return _ORIGINAL_REDUCE(tensor, spatial=spatial, channel_dim=channel_dim, positions_per_sample=positions_per_sample)
-    if channel_dim is None:
-        channel_dim = -1 if x.ndim == 3 else 1
-    x = x.movedim(channel_dim, -1)
-    x = x.reshape(x.shape[0], -1, x.shape[-1])
-    rows = max(1, (1 << 20) // (8 * max(1, x[0].numel())))
-    return torch.cat([part.to(torch.float64).mean(dim=1) for part in x.split(rows)])
-
-
-_ORIGINAL_REDUCE = capture_module.reduce_to_samples
 
 
 def parse_monitor_args(text: str | None) -> dict[str, Any]:
@@ -377,6 +362,8 @@ def run_fit(case: Case, monitored: bool, epochs: int, seed: int = 0, profiler: c
         result.probe_rows = len(monitor._probe) if monitor._probe is not None else 0
         result.times = dict(instrument.times)
         result.lsa_calls = instrument.calls.get("lsa", 0)
+        result.loop_seconds = monitor.loop_seconds
+        result.costs = list(monitor._pipeline.costs)
         if monitor._probe is not None:
             result.bare_forward = bare_probe_forward(model, monitor._probe.inputs(), monitor.probe_batch_size)
     return result
@@ -401,31 +388,29 @@ def breakdown(runs: list[RunResult]) -> list[tuple[str, float, float]]:
         return statistics.median(function(r) for r in runs)
 
     t = lambda r, k: r.times.get(k, 0.0)  # noqa: E731
-    total = med(lambda r: t(r, "hooks"))
-    probe = med(lambda r: t(r, "_run_own_pass"))
-    bare = med(lambda r: r.bare_forward * r.measurements)
-    compute = med(lambda r: t(r, "compute_metrics"))
     parts = [
-        ("setup (on_fit_start: probe draw, hook registration)", med(lambda r: t(r, "hook:on_fit_start"))),
-        ("layer algebra (once, at train start)", med(lambda r: t(r, "_compute_layer_algebra"))),
-        ("probe forward with capture", probe),
-        ("  of which the bare forward (no hooks)", bare),
-        ("  of which reduce_to_samples in the hooks", med(lambda r: t(r, "reduce_to_samples"))),
-        ("metric computation (compute_metrics)", compute),
+        ("ON THE TRAINING LOOP (monitor.loop_seconds: every hook, the end-of-fit wait included)", med(lambda r: r.loop_seconds)),
+        ("  setup (on_fit_start: probe, hooks)", med(lambda r: t(r, "hook:on_fit_start"))),
+        ("  layer algebra (once, at train start)", med(lambda r: t(r, "_compute_layer_algebra"))),
+        ("  measurements: capture (own pass, or hooks in the validation pass) + hand-over", med(lambda r: sum(c[1] for c in r.costs))),
+        ("    of which own passes (probe forward with capture: start of fit, epochs without validation)", med(lambda r: t(r, "_run_own_pass"))),
+        ("    the bare forward of the probe (no hooks), one pass", med(lambda r: r.bare_forward)),
+        ("  publishing results (scalars, layout) on the loop", med(lambda r: t(r, "pipeline:_publish"))),
+        ("  end-of-training power-law figures", med(lambda r: t(r, "_draw_power_laws"))),
+        ("  waiting for the background at fit end", med(lambda r: t(r, "hook:on_fit_end") + t(r, "hook:on_train_end") - t(r, "_draw_power_laws"))),
+        ("IN THE BACKGROUND (the measurement jobs)", med(lambda r: t(r, "pipeline:_job"))),
+        ("  metrics (compute_metrics)", med(lambda r: t(r, "pipeline:_values"))),
     ]
     metric_keys = sorted({k for r in runs for k in r.times if k.startswith("compute:")})
-    parts += [(f"  {k.split(':', 1)[1]}", med(lambda r, k=k: t(r, k))) for k in metric_keys]
+    parts += [(f"    {k.split(':', 1)[1]}", med(lambda r, k=k: t(r, k))) for k in metric_keys]
     lsa_sites = statistics.median(r.lsa_calls for r in runs)
-    parts += [(f"    scipy linear_sum_assignment, solver time summed over threads ({lsa_sites:.0f} sites per fit)", med(lambda r: t(r, "lsa")))]
+    parts += [(f"      scipy linear_sum_assignment, summed over threads ({lsa_sites:.0f} sites per fit)", med(lambda r: t(r, "lsa")))]
     parts += [
-        ("scalar logging + custom-scalars layout", med(lambda r: t(r, "_log") - t(r, "_log_figures"))),
-        ("signature heatmap figures", med(lambda r: t(r, "_log_figures"))),
-        ("power-law fits", med(lambda r: t(r, "_log_power_laws"))),
-        ("end-of-training power-law figures (on_train_end)", med(lambda r: t(r, "hook:on_train_end"))),
+        ("  power-law fits", med(lambda r: t(r, "pipeline:_fits"))),
+        ("  figures", med(lambda r: t(r, "pipeline:_figures"))),
     ]
     for label, value in parts:
         rows.append((label, value, value / measurements if value is not None else float("nan")))
-    rows.append(("total time inside the monitor's hooks", total, total / measurements))
     return rows
 
 
@@ -441,7 +426,7 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 _PROFILE_TARGETS = [
     ("monitor hooks, total", "callback.py", None),
     ("layer algebra", "callback.py", "_compute_layer_algebra"),
-    ("probe forward incl. hooks (_run_probe)", "callback.py", "_run_probe"),
+    ("own pass incl. hooks (_run_own_pass)", "callback.py", "_run_own_pass"),
     ("  capture pre-hooks", "capture.py", "pre_hook"),
     ("  capture post-hooks", "capture.py", "post_hook"),
     ("    reduce_to_samples", "capture.py", "reduce_to_samples"),
@@ -518,7 +503,6 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16, help="cnn first-stage width")
     parser.add_argument("--blocks", type=int, default=3, help="cnn basic blocks per stage (sites = 1 + 6·blocks)")
     parser.add_argument("--monitor-args", default=None, help="non-default monitor arguments, e.g. 'log_figures=False,max_samples=512'")
-    parser.add_argument("--patch-reduce", action="store_true", help="simulate the proposed chunked capture reduction (benchmark-only patch)")
     parser.add_argument("--profile", action="store_true", help="also profile one monitored fit per case with cProfile")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default, one per core)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the discarded warm-up pair")
@@ -528,16 +512,13 @@ def main() -> None:
     monitor_kwargs = parse_monitor_args(args.monitor_args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.patch_reduce:
-        capture_module.reduce_to_samples = chunked_reduce_to_samples
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
     print(f"# overhead benchmark — {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), lightning {pl.__version__}")
-    print(f"monitor: ComplexityMonitor({', '.join(f'{k}={v!r}' for k, v in monitor_kwargs.items())})"
-          + ("; capture reduction patched (--patch-reduce)" if args.patch_reduce else ""))
+    print(f"monitor: ComplexityMonitor({', '.join(f'{k}={v!r}' for k, v in monitor_kwargs.items())})")
     print(f"load average at start: {load_average()}", flush=True)
     started = load_average()
     cases = make_cases(args)
@@ -571,6 +552,8 @@ def main() -> None:
             off_wall = statistics.median(r.wall for r in off_runs)
             on_wall = statistics.median(r.wall for r in on_runs)
             per_measurement = (on_wall - off_wall) / on0.measurements
+            waits = sorted(c[1] for r in on_runs for c in r.costs)
+            loop_wait = statistics.median(waits) if waits else float("nan")
             summary_rows.append([
                 case.name,
                 str(on0.sites),
@@ -583,6 +566,7 @@ def main() -> None:
                 f"{on_wall:.2f}",
                 f"**{statistics.median(ratios):.3f}** [{min(ratios):.3f}–{max(ratios):.3f}]",
                 f"{per_measurement:.3f}",
+                f"{loop_wait:.3f} (max {max(waits) if waits else float('nan'):.3f})",
             ])
             rows = [[label, f"{value:.3f}" if value is not None else "—", f"{per:.4f}" if value is not None else "—"]
                     for label, value, per in breakdown(on_runs)]
@@ -601,7 +585,8 @@ def main() -> None:
     if summary_rows:
         print(format_table(
             ["case", "sites", "probe rows", "train/val", "epochs", "measurements", "epoch s (train + val), off",
-             "fit s, off", "fit s, on", "ratio on/off median [min–max]", "s per measurement"],
+             "fit s, off", "fit s, on", "ratio on/off median [min–max]", "s per measurement (fit difference)",
+             "s the loop waits per measurement, median (max)"],
             summary_rows,
         ))
         print()

@@ -410,14 +410,19 @@ class ActivationCapture:
             return
         buffer = self._buffer(name, call)
         layout = self._layout(name, call, tensor)
+        kept = self._samples(tensor, layout, buffer.input_rows) if want.input else None
+        if kept is not None:
+            buffer.inputs.append(kept[0])
+            buffer.input_rows += kept[0].shape[0]
+            buffer.input_inputs += kept[1]
         if want.gates:
-            buffer.gates.add(*gate_counts(tensor, layout, self.channel_dim, self._keep()))
-        if want.input:
-            kept = self._samples(tensor, layout, buffer.input_rows)
-            if kept is not None:
-                buffer.inputs.append(kept[0])
-                buffer.input_rows += kept[0].shape[0]
-                buffer.input_inputs += kept[1]
+            # Where the input means of every kept input exist, a NaN/Inf shows in them: no extra pass.
+            counted, axis = kept_inputs(tensor, layout, self._keep())
+            means_cover = kept is not None and self.spatial == "mean" and kept[1] == counted.shape[axis]
+            counts = gate_counts(tensor, layout, self.channel_dim, self._keep(), check_finite=not means_cover)
+            if means_cover:
+                counts = (*counts[:4], (~torch.isfinite(kept[0])).any().to(torch.int64))
+            buffer.gates.add(*counts)
 
     def _keep_output(self, name: str, call: int, tensor: Tensor | None, want: SiteNeeds) -> None:
         if tensor is None or not tensor.is_floating_point():

@@ -198,23 +198,26 @@ def mean_samples(tensor: Tensor, layout: SampleLayout, channel_dim: int | None =
     return x.to(torch.float64, copy=True)
 
 
-def gate_counts(tensor: Tensor, layout: SampleLayout, channel_dim: int | None = None, keep: int | None = None) -> tuple[Tensor, Tensor, int, int, Tensor]:
+def gate_counts(tensor: Tensor, layout: SampleLayout, channel_dim: int | None = None, keep: int | None = None, check_finite: bool = True) -> tuple[Tensor, Tensor, int, int, Tensor]:
     """How often each unit of ``tensor`` is positive over its inputs.
 
-    Returns ``(per unit (units,), per feature (d,), inputs, inputs × positions, non-finite count)``,
-    counts as int64; a unit is a feature at a position. Computed in the tensor's own layout.
+    Returns ``(per unit (units,), per feature (d,), inputs, inputs × positions, non-finite flag)``,
+    counts as int64; a unit is a feature at a position. Computed in the tensor's own layout, with
+    one comparison pass over the map; the per-feature counts are sums of the per-unit ones. The
+    non-finite flag (1 when a NaN/Inf was seen) costs one more read pass; ``check_finite=False``
+    skips it when the caller sees NaN elsewhere (the site's means).
     """
     x, axis = kept_inputs(tensor, layout, keep)
     if x.ndim == 1:
         x, axis = x.unsqueeze(1), 0
     feature = _feature_axis(x.ndim, axis, channel_dim if layout.split == 1 else None)
-    on = x > 0
-    units = on.sum(dim=axis, dtype=torch.int64).flatten()
-    others = [a for a in range(x.ndim) if a != feature]
-    features = on.sum(dim=others, dtype=torch.int64)
-    inputs = int(x.shape[axis])
-    nonfinite = (~torch.isfinite(x)).sum(dtype=torch.int64)
-    return units, features, inputs, int(x.numel() // max(1, x.shape[feature])), nonfinite
+    # int32 partial counts are exact (a batch holds far fewer than 2^31 inputs) and faster to sum.
+    units = (x > 0).sum(dim=axis, dtype=torch.int32).to(torch.int64)
+    feature_in_units = feature - (feature > axis)
+    others = [a for a in range(units.ndim) if a != feature_in_units]
+    features = units.sum(dim=others) if others else units
+    nonfinite = (~torch.isfinite(x.sum())).to(torch.int64) if check_finite else torch.zeros((), dtype=torch.int64, device=x.device)
+    return units.flatten(), features, int(x.shape[axis]), int(x.numel() // max(1, x.shape[feature])), nonfinite
 
 
 def position_samples(tensor: Tensor, layout: SampleLayout, channel_dim: int | None, keep: int | None, per_input: int | None, first_input: int) -> Tensor:
