@@ -337,3 +337,46 @@ def test_environment_switches_the_monitor_on_without_code_changes(tmp_path, monk
     exported = MetricHistory.from_csv(tmp_path / "history.csv")
     assert exported.metrics()[:2] == ["effective_dimension", "participation_ratio"] and "affinity" in exported.metrics()
     assert exported.sites("affinity") == TOY_SITES and exported.steps() == [0, 2]
+
+
+def test_report_of_the_demo_has_every_figure_and_table_parsed(demo_run, tmp_path) -> None:
+    """The real run a new user makes: every figure embedded with its caption, every table with real values."""
+    from lightning_complexity.export import load_run
+    from test_report import _parse, _table
+
+    log_dir, _ = demo_run
+    run = load_run(log_dir)
+    assert run.kind == "checkpoint"
+    out = tmp_path / "report"
+    assert main(["report", str(log_dir), "--out", str(out), "--quiet"]) == 0
+    page = _parse(out / "report.html")
+    pngs = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    families = ("nonlinearity", "dimension", "patterns", "entropic", "topology", "regions")
+    # 2 epochs: 2 points after initialisation, no curve can be fitted (a fit needs 4), so no power-law figures
+    expected = {"training.png", "against_val_accuracy.png", "signature_affinity.png", *(f"{f}.png" for f in families)}
+    assert set(pngs) == expected  # val/accuracy (a "/" in the key) gives a safe file name
+    text = (out / "report.html").read_text(encoding="utf-8")
+    assert "power-law exponents: nothing to draw for this run." in text and "power-law fits: nothing to draw for this run." in text
+    assert sorted(png for _, png in page.images) == sorted(pngs.values())
+    assert {re.search(r"(\S+\.png)$", c).group(1) for c in page.captions} == expected
+    assert {"context", "sites", "power-laws", "final", "layer-algebra", *families} <= page.ids
+    assert all(link.lstrip("#") in page.ids for link in page.links)
+    # sites: each with its module type, kind and the samples it rests on, in forward order
+    sites = _table(page, "depth", "site", "module type", "kind", "samples")
+    types = [(info.name, info.type) for info in sorted(run.sites.values(), key=lambda s: s.depth)]
+    assert [(row[1], row[2]) for row in sites["rows"]] == types == [
+        ("features", "Sequential"), ("features.relu1", "ReLU"), ("features.relu2", "ReLU"), ("features.relu3", "ReLU"), ("classifier", "Sequential"), ("classifier.act", "GELU")]
+    assert {row[4] for row in sites["rows"]} == {"360"}
+    # fits: one row per shown curve, each with a verdict; never the sample count, the flag or the trainer's keys
+    fits = _table(page, "metric", "site", "exponent b", "verdict")
+    metrics = {row[0] for row in fits["rows"]}
+    assert {"affinity", "effective_dimension", "betti_0", "linear_regions"} <= metrics
+    assert not metrics & {"samples", "entropic_complexity_censored", "val/loss", "effective_dimension_ratio"}
+    assert all(re.fullmatch(r"inconclusive: no fit \([012] usable points?; a fit needs 4\)", row[-1]) for row in fits["rows"])  # y = 0 is not usable
+    # final values: a column per site, the checkpoint's last value of each metric
+    final = _table(page, "metric", "features.relu1 (ReLU)")
+    latest = run.history.latest()
+    affinity = next(row for row in final["rows"] if row[0] == "affinity")
+    assert affinity[final["header"].index("classifier.act (GELU)")] == f"{latest[('affinity', 'classifier.act')]:.4g}"
+    algebra = _table(page, "name", "type")
+    assert [row[0] for row in algebra["rows"]] == run.layer_algebra["name"].tolist() and "features.conv1" in run.layer_algebra["name"].tolist()
