@@ -266,3 +266,26 @@ def test_no_nan_from_a_healthy_fit(tmp_path) -> None:
     monitor = ComplexityMonitor()
     _, messages = _fit(tmp_path, [monitor], max_epochs=1)
     assert messages == [] and all(not math.isnan(r.value) for r in monitor.history)
+
+
+class OddNames(ToyRegressor):
+    """Module names that break naive writers: a lone surrogate and matplotlib mathtext."""
+
+    def __init__(self) -> None:
+        super().__init__(dropout=0.0)
+        self.add_module("gelu\udcff", nn.GELU())
+        self.add_module("$x^2$", nn.Tanh())
+
+    def forward(self, x):
+        return super().forward(getattr(self, "$x^2$")(getattr(self, "gelu\udcff")(x)))
+
+
+def test_odd_module_names_reach_every_logger_and_figure(tmp_path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    monitor = ComplexityMonitor()
+    loggers = [TensorBoardLogger(tmp_path, name="tb"), CSVLogger(tmp_path, name="csv")]
+    model, messages = _fit(tmp_path, [monitor], OddNames, max_epochs=5, logger=loggers)
+    assert model.trainer.state.finished and not [m for m in messages if "failed" in m]
+    assert {"gelu\udcff", "$x^2$"} <= set(monitor.sites["affinity"])  # the history keeps the real names
+    assert all(not math.isnan(v) for (m, s), v in monitor.history.latest().items() if s in ("gelu\udcff", "$x^2$"))
