@@ -669,3 +669,42 @@ def test_metric_paired_with_preallocated_states_and_errors() -> None:
         AffinityScore(max_samples=1)
     with pytest.warns(UserWarning, match="before the ``update``"):
         assert torch.isnan(AffinityScore().compute())
+
+
+# ---------------------------------------------------------------------------------------------
+# Small-sample bias (issue 16; benchmarks/bias_curve.py, docs/metrics.md)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bias_curve_large_n_end_reaches_the_analytic_relu_value() -> None:
+    """ReLU on N(0, I), d = 128: the plain estimate's bias shrinks with n, to 2.5e-3 at n = 4096.
+
+    Measured (benchmarks/results/bias_curve.md, 6 seeds): +0.0427 at n = 256, +0.0109 at 1024,
+    +0.0025 at 4096, seed spread ≤ 2e-3; Ledoit–Wolf +0.0000 at 4096.
+    """
+    generator = torch.Generator().manual_seed(16)
+    scores = {}
+    for n in (256, 1024, 4096):
+        x = torch.randn(n, 128, generator=generator, dtype=torch.float64)
+        scores[n] = affinity_score(x, torch.relu(x)).item()
+    assert RELU_ON_GAUSSIAN == pytest.approx(0.621093, abs=1e-6)  # the closed form is SPEC §1's value
+    assert scores[4096] == pytest.approx(0.621093, abs=0.005)
+    assert scores[256] > scores[1024] > scores[4096] > RELU_ON_GAUSSIAN  # biased upward, ∝ d/n
+    assert scores[256] - RELU_ON_GAUSSIAN == pytest.approx(0.043, abs=0.01)
+    shrunk = affinity_score(x, torch.relu(x), shrinkage="ledoit_wolf").item()
+    assert shrunk == pytest.approx(RELU_ON_GAUSSIAN, abs=0.002)
+
+
+def test_ledoit_wolf_breaks_a_half_dead_linear_layer_that_the_plain_estimate_scores_one() -> None:
+    """Why the default stays shrinkage="none": units always on or dead make a PSD linear map (ρ = 1).
+
+    Ledoit–Wolf pulls the dead units' zero variance towards the mean variance, so the Gaussian map
+    no longer kills them: measured 0.593 at n = 32, 0.814 at n = 1024 (d = 128), while the plain
+    estimate gives 1.000 and 0.9995.
+    """
+    generator = torch.Generator().manual_seed(17)
+    x = torch.randn(64, 128, generator=generator, dtype=torch.float64)
+    y = x * (torch.arange(128) % 2).to(x.dtype)
+    assert affinity_score(x, y).item() == pytest.approx(1.0, abs=2e-3)
+    assert affinity_score(x, y, shrinkage="auto").item() < 0.7
+    assert affinity_score(x, y, shrinkage="auto").item() == affinity_score(x, y, shrinkage="ledoit_wolf").item()

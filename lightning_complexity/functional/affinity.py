@@ -239,8 +239,11 @@ def affinity_score(
         x: activation inputs, ``(n, d)`` or a stack of sites ``(b, n, d)``; any real dtype.
         y: activation outputs of the same shape (row ``i`` is the output for input row ``i``).
         shrinkage: ``"none"`` (unbiased covariances), ``"ledoit_wolf"`` (sklearn's Ledoit–Wolf
-            estimate for both covariances) or ``"auto"`` (Ledoit–Wolf when ``n < 10·d``);
-            ``1e-6·I`` is added in every case.
+            estimate for both covariances) or ``"auto"`` (Ledoit–Wolf when ``n < 10·d``); the
+            jitter is added in every case. The plain estimate is biased towards 1 by about
+            ``0.09·d/n`` for ``n ≥ d`` (ReLU on an isotropic Gaussian); Ledoit–Wolf removes that on isotropic data but
+            scores a layer of always-on and dead units (ρ = 1) 0.6–0.8, so ``"none"`` is the
+            default (the bias curve in docs/metrics.md).
         ot: how W2² between the transported inputs and the outputs is computed: ``"exact"``
             (assignment problem, the definition), ``"sinkhorn"`` (entropic, on the device; matches
             exact for d ≥ 64 but scores up to 1.3e-2 low in low dimension, see

@@ -42,7 +42,9 @@ class Affinity(SiteMetric):
     Args:
         layers: modules to score (default: the monitor's selection, every activation module).
             Only modules whose input and output have the same width can be scored.
-        shrinkage: ``"none"``, ``"ledoit_wolf"`` or ``"auto"`` (Ledoit–Wolf when n < 10·d).
+        shrinkage: ``"none"`` (default), ``"ledoit_wolf"`` or ``"auto"`` (Ledoit–Wolf when
+            n < 10·d). Ledoit–Wolf removes the plain estimate's small-sample bias on isotropic
+            activations but breaks layers with dead units (docs/metrics.md, the bias curve).
         ot: ``"exact"`` (default, the definition), ``"sinkhorn"`` or ``"paired"``.
         jitter: ``"relative"`` (default: the score does not depend on the activations' scale) or
             ``"absolute"`` (the authors' code: 1e-6·I, so small activations score too high).
