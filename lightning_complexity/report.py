@@ -147,7 +147,8 @@ def figure_png(figure: Figure) -> bytes:
 class FigureSpec:
     """A figure to draw: its file name, heading, caption, and how to draw it.
 
-    ``draw`` may return None when the run has nothing to draw for it (the page says so).
+    ``draw`` may return None when the run has nothing to draw for it (the page then says
+    ``empty``: why, where the reason is known).
     """
 
     filename: str
@@ -156,6 +157,7 @@ class FigureSpec:
     draw: Callable[[], Figure | None]
     png: bytes | None = None
     error: str | None = None
+    empty: str = "nothing to draw for this run."
 
 
 class Progress:
@@ -311,7 +313,7 @@ def html_figure(spec: FigureSpec) -> str:
     """The figure embedded as a base64 PNG, with its caption; a failed figure as an error line."""
     if spec.png is None:
         if spec.error is None:
-            return f"<p>{html_text(spec.title)}: nothing to draw for this run.</p>"
+            return f"<p>{html_text(spec.title)}: {html_text(spec.empty)}</p>"
         return f'<p class="error">{html_text(spec.title)}: the figure could not be drawn ({html_text(spec.error)}).</p>'
     data = base64.b64encode(spec.png).decode("ascii")
     return (
@@ -441,6 +443,8 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
     exponents = FigureSpec("powerlaw_exponents.png", "power-law exponents", "Every exponent b with its 95% interval; grey and hollow: inconclusive (rule above).", lambda: exponents_figure(data, shown, conclusive))
     loglog = FigureSpec("powerlaw_fits.png", "power-law fits", f"Headline curves against the {by} on log-log axes with their fits y = a·t^b (dashed and faint: inconclusive).",
                         lambda: loglog_figure(data, shown, conclusive, headlines))
+    if not np.isfinite(shown["exponent"].to_numpy(dtype=float)).any():
+        exponents.empty = loglog.empty = "no curve has yet the 4 points after initialisation (t > 0, y > 0) that a fit needs."
     specs = [*([training] if contents.context_keys else []), *([versus] if versus else []), *(spec for _, spec in family_specs), *([signature] if signature else []), exponents, loglog]
     _unique_filenames(specs)
     render_figures(specs, out_dir, Progress(len(specs), "report", enabled=progress))
