@@ -90,3 +90,18 @@ def test_schedule_and_every_n_steps_together_are_refused() -> None:
         ComplexityMonitor(schedule="log", every_n_steps=3)
     with pytest.raises(MisconfigurationException, match="`schedule='often'`"):
         ComplexityMonitor(schedule="often")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_background_on_a_side_cuda_stream_equals_inline(tmp_path) -> None:
+    def fit(background: bool) -> MetricHistory:
+        monitor = ComplexityMonitor(metrics=["affinity", "effective_dimension", "activation_pattern_entropy"], every_n_steps=4, background=background)
+        pl.seed_everything(0, verbose=False)
+        train, val = toy_loaders()
+        pl.Trainer(max_epochs=2, accelerator="gpu", devices=1, logger=False, callbacks=[monitor], enable_progress_bar=False,
+                   enable_checkpointing=False, default_root_dir=str(tmp_path), num_sanity_val_steps=0, deterministic=True).fit(ToyRegressor(dropout=0.0), train, val)
+        return monitor.history
+
+    background, inline = fit(True), fit(False)
+    assert len(background) > 50 and background == inline
