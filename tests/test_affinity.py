@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -118,19 +119,18 @@ def test_paired_is_a_lower_bound_on_the_score_and_loose_in_low_dimension(affinit
 
 
 @pytest.mark.slow
-def test_sinkhorn_matches_exact_for_high_dimensional_fixtures(affinity_cases: list[dict]) -> None:
-    # SPEC claims 1e-5 at n ≤ 1024. Measured: true for d ≥ 64 (≤ 4e-9), and 1e-5 to 1e-2 *below*
-    # exact for d ≤ 40 (d4: 1e-2, d16 tanh: 1.1e-5, psd-affine d16: 1.1e-2, rank-2 d40: 1.3e-2).
+def test_sinkhorn_matches_exact_on_the_reference_fixtures(affinity_cases: list[dict]) -> None:
+    # The old fixed-ε Sinkhorn was 1e-5 to 1.3e-2 below exact for d ≤ 40 (d4: 1e-2, PSD-affine
+    # d16: 1.1e-2, rank-2 d40: 1.3e-2); the certified one must be within 1e-4 on every case.
     for case in affinity_cases:
-        if case["n"] > 512:  # CPU Sinkhorn costs 600 log-sum-exps over n × n per site
+        if case["n"] > 512:  # CPU Sinkhorn costs hundreds of log-sum-exps over n × n per site
             continue
-        sinkhorn = affinity_score(case["x"], case["y"], ot="sinkhorn", jitter="absolute").item()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # an uncertified site would warn
+            sinkhorn = affinity_score(case["x"], case["y"], ot="sinkhorn", jitter="absolute").item()
         exact = case["expected_ours_float64"]
-        assert sinkhorn <= exact + 1e-9, case["name"]  # ⟨P, C⟩ ≥ exact W2²
-        if case["d"] >= 64:
-            assert sinkhorn == pytest.approx(exact, abs=1e-5), case["name"]
-        else:
-            assert sinkhorn == pytest.approx(exact, abs=3e-2), case["name"]
+        assert sinkhorn <= exact + 1e-9, case["name"]  # a feasible coupling costs ≥ W2²
+        assert sinkhorn == pytest.approx(exact, abs=1e-4), case["name"]
 
 
 def test_sinkhorn_matches_exact_in_high_dimension() -> None:
@@ -391,7 +391,12 @@ def test_batched_equals_per_site(ot: str) -> None:
     batched = affinity_score(x, y, ot=ot)
     assert batched.shape == (5,) and batched.dtype == torch.float64
     per_site = torch.stack([affinity_score(x[k], y[k], ot=ot) for k in range(5)])
-    torch.testing.assert_close(batched, per_site, rtol=0, atol=1e-12)
+    # Sinkhorn: a stage runs until every problem of its chunk converges, so a site's iterations
+    # depend on its neighbours; both results are certified to ρ within 1e-4 of exact.
+    tolerance = 1e-4 if ot == "sinkhorn" else 1e-12
+    torch.testing.assert_close(batched, per_site, rtol=0, atol=tolerance)
+    if ot == "sinkhorn":
+        torch.testing.assert_close(batched, affinity_score(x, y), rtol=0, atol=1e-4)
 
 
 def test_cpu_site_groups_do_not_change_the_scores(monkeypatch: pytest.MonkeyPatch) -> None:
