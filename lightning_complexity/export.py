@@ -31,20 +31,21 @@ Example::
 
 from __future__ import annotations
 
+import csv
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lightning_complexity.atomic import atomic_path, atomic_write_text
+from lightning_complexity.atomic import atomic_path, atomic_write, atomic_write_text
 from lightning_complexity.checkpoint_reader import UnreadableCheckpoint, plain_data, read_checkpoint
-from lightning_complexity.history import MetricHistory
+from lightning_complexity.history import POWER_LAW_COLUMNS, MetricHistory
 from lightning_complexity.run_contents import CONTEXT_SITE, SiteInfo, parse_site_metadata
-from lightning_complexity.safe_names import printable, spreadsheet_frame
+from lightning_complexity.safe_names import printable, records_frame, spreadsheet_cell, spreadsheet_frame
 from lightning_complexity.tensorboard import EPOCH_TAG, FIGURE_PREFIX, POWERLAW_PREFIX, PREFIX, SITES_TAG, split_scalar_tag
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ class RunData:
         history: every measurement (float64 from a checkpoint, float32-rounded from TensorBoard).
         path: the file or directory actually read (a checkpoint or an event directory).
         kind: ``"checkpoint"`` or ``"tensorboard"``.
-        layer_algebra: the static per-layer table (SPEC §7) when the checkpoint holds it, else None.
+        layer_algebra_columns: the static per-layer table (SPEC §7) as ``{column: values}`` when
+            the checkpoint holds it, else None; :attr:`layer_algebra` is it as a DataFrame.
         ignored: globals the checkpoint names outside the monitor's plain data (a model's config
             class, or ``os.system`` in a crafted file); none of them was imported or run.
         sites: what the monitor recorded about each site (module, type, kind, depth), from the
@@ -98,10 +100,19 @@ class RunData:
     history: MetricHistory
     path: Path
     kind: str
-    layer_algebra: pd.DataFrame | None = None
+    layer_algebra_columns: dict[str, list[Any]] | None = None
     ignored: tuple[str, ...] = ()
     sites: dict[str, SiteInfo] = field(default_factory=dict)
     failures: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def layer_algebra(self) -> pd.DataFrame | None:
+        """The layer-algebra table as a DataFrame (built on access: ``export`` never needs pandas)."""
+        if not self.layer_algebra_columns:
+            return None
+        import pandas as pd
+
+        return pd.DataFrame(self.layer_algebra_columns)
 
     @property
     def exact(self) -> bool:
@@ -237,20 +248,12 @@ def _from_checkpoint(path: Path) -> RunData:
     for state in monitor_states:
         sites.update(parse_site_metadata(state.get("sites")))
         failures += [(int(f[0]), str(f[1])) for f in state.get("failures", []) if isinstance(f, (list, tuple)) and len(f) == 2 and isinstance(f[0], int)]
-    return RunData(history=history, path=path, kind="checkpoint", layer_algebra=_layer_algebra_frame(layer_algebra), ignored=checkpoint.ignored, sites=sites, failures=tuple(failures))
+    return RunData(history=history, path=path, kind="checkpoint", layer_algebra_columns=layer_algebra if isinstance(layer_algebra, dict) and layer_algebra else None, ignored=checkpoint.ignored, sites=sites, failures=tuple(failures))
 
 
 def _listed(names: tuple[str, ...], most: int = 5) -> str:
     shown = ", ".join(names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
-def _layer_algebra_frame(columns: Any) -> pd.DataFrame | None:
-    if not isinstance(columns, dict) or not columns:
-        return None
-    import pandas as pd
-
-    return pd.DataFrame(columns)
 
 
 # ---------------------------------------------------------------------- TensorBoard
@@ -383,44 +386,83 @@ def _json_scalar(value: Any) -> Any:
     return value
 
 
-def write_power_laws(fits: pd.DataFrame, path: str | Path, fmt: str | None = None) -> Path:
-    """Write a :meth:`MetricHistory.power_law_fits` table as CSV, JSON (records) or Parquet.
+def write_power_laws(fits: pd.DataFrame | list[dict[str, Any]], path: str | Path, fmt: str | None = None) -> Path:
+    """Write a :meth:`MetricHistory.power_law_fits` table (or its :meth:`~MetricHistory.power_law_records`) as CSV, JSON (records) or Parquet.
 
-    Every format keeps each float exactly (JSON writes NaN as ``null``, infinities as strings).
+    Every format keeps each float exactly (JSON writes NaN as ``null``, infinities as strings);
+    the frame and its records give the same bytes.
 
     Example::
 
         write_power_laws(run.history.power_law_fits(), "fits.csv")
+        write_power_laws(run.history.power_law_records(), "fits.csv")  # the same file, no pandas
     """
-    return write_table(fits, path, fmt)
+    return write_table(fits, path, fmt, columns=POWER_LAW_COLUMNS)
 
 
-def write_table(frame: pd.DataFrame, path: str | Path, fmt: str | None = None) -> Path:
+def write_table(table: pd.DataFrame | list[dict[str, Any]], path: str | Path, fmt: str | None = None, columns: Sequence[str] | None = None) -> Path:
     """Write a table atomically as CSV (spreadsheet-safe text cells), JSON records or Parquet.
 
-    CSV: every float with its shortest round-tripping repr; text cells and column names by the
-    spreadsheet rule of :mod:`lightning_complexity.safe_names`. JSON: one object per row, NaN as
-    ``null``, infinities as strings, lone surrogates escaped by JSON itself. Parquet: text as it
-    is, unless it holds a lone surrogate (not UTF-8): then every text cell follows the
-    spreadsheet rule.
+    ``table`` is a DataFrame or a list of records (dicts; ``columns`` gives their order, needed
+    when the list may be empty). CSV: every float with its shortest round-tripping repr, NaN and
+    None as empty cells; text cells and column names by the spreadsheet rule of
+    :mod:`lightning_complexity.safe_names`. JSON: one object per row, NaN as ``null``, infinities
+    as strings, lone surrogates escaped by JSON itself. Parquet: text as it is, unless it holds a
+    lone surrogate (not UTF-8): then every text cell follows the spreadsheet rule. CSV and JSON of
+    records never import pandas.
 
     Example::
 
         write_table(run.history.power_law_fits(), "fits.csv")
+        write_table([{"site": "relu", "value": 0.5}], "values.json")
     """
     path = Path(path)
     fmt = _format_of(path, fmt)
-    if fmt == "csv":
-        with atomic_path(path) as temporary:
-            spreadsheet_frame(frame).to_csv(temporary, index=False, encoding="utf-8")
-    elif fmt == "json":  # records; every float with its shortest round-tripping repr, NaN as null
-        atomic_write_text(path, json.dumps([{key: _json_scalar(value) for key, value in record.items()} for record in frame.to_dict(orient="records")]))
+    if isinstance(table, list):
+        names = list(columns) if columns is not None else list(dict.fromkeys(key for record in table for key in record))
+        rows: Iterable[Sequence[Any]] = [[record.get(name) for name in names] for record in table]
     else:
+        names = list(table.columns)
+        # Column by column: each cell keeps its column's NumPy type (a float32 stays short).
+        rows = zip(*(table.iloc[:, index].to_numpy() for index in range(table.shape[1])))
+    if fmt == "csv":
+        with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow([_csv_cell(name) for name in names])
+            writer.writerows([_csv_cell(value) for value in row] for row in rows)
+    elif fmt == "json":  # records; every float with its shortest round-tripping repr, NaN as null
+        atomic_write_text(path, json.dumps([{name: _json_scalar(value) for name, value in zip(names, row)} for row in rows]))
+    else:
+        frame = records_frame(table, names) if isinstance(table, list) else table
         cells = [*frame.columns, *(value for column in frame.columns for value in frame[column])]
         needs_rule = any(isinstance(value, str) and not _encodes(value) for value in cells)
         with atomic_path(path) as temporary:
             (spreadsheet_frame(frame) if needs_rule else frame).to_parquet(temporary, index=False)
     return path
+
+
+def _csv_cell(value: Any) -> str:
+    """One CSV cell as pandas' ``to_csv`` writes it: text by the spreadsheet rule, missing as empty."""
+    if isinstance(value, str):
+        return spreadsheet_cell(value)
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        # str of a NumPy float is its dtype's shortest round-tripping repr (float32 stays short).
+        return "" if math.isnan(value) else str(value)
+    return "" if _is_missing(value) else str(value)
+
+
+def _is_missing(value: Any) -> bool:
+    """pandas' own missing markers (``pd.NA``, ``NaT``) without importing pandas for every cell."""
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError):
+        return False
 
 
 def _encodes(text: str) -> bool:

@@ -57,15 +57,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import warnings
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-import scipy.optimize
-import scipy.stats
-import torch
+from scipy.special import stdtr, stdtrit
+
+# torch and scipy.optimize are imported where used: the console reads runs and fits curves
+# without them (seconds of import a user would wait for on every ``export``).
 
 __all__ = ["PowerLawFit", "fit_power_law"]
 
@@ -217,7 +219,8 @@ def fit_power_law(
 
 def _as_float_array(values: Any, name: str) -> np.ndarray:
     """A 1-D float64 NumPy copy of a list, array or (any-device) tensor."""
-    if isinstance(values, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor can only exist if torch is already imported
+    if torch is not None and isinstance(values, torch.Tensor):
         values = values.detach().to("cpu", torch.float64).numpy()
     try:
         array = np.asarray(values, dtype=np.float64)
@@ -324,7 +327,7 @@ def _curvature_p_value(log_t: np.ndarray, log_y: np.ndarray) -> float:
     if not covariance[2, 2] > 0:
         return 0.0 if abs(coefficients[2]) > 0 and variance == 0 else 1.0
     statistic = coefficients[2] / math.sqrt(covariance[2, 2])
-    return float(2.0 * scipy.stats.t.sf(abs(statistic), dof))
+    return float(2.0 * stdtr(dof, -abs(statistic)))
 
 
 def _auto_t_min(times: np.ndarray, values: np.ndarray) -> float:
@@ -347,7 +350,7 @@ def _auto_t_min(times: np.ndarray, values: np.ndarray) -> float:
 
 
 def _interval(exponent: float, stderr: float, dof: int) -> tuple[float, float]:
-    half_width = float(scipy.stats.t.ppf(0.5 + _CONFIDENCE / 2, dof)) * stderr
+    half_width = float(stdtrit(dof, 0.5 + _CONFIDENCE / 2)) * stderr
     return exponent - half_width, exponent + half_width
 
 
@@ -395,6 +398,8 @@ def _fit_offset(times: np.ndarray, values: np.ndarray) -> PowerLawFit:
 
     def model(s: np.ndarray, c: float, a: float, b: float) -> np.ndarray:
         return c + a * s**b
+
+    import scipy.optimize  # only the offset model needs it
 
     start = _profiled_start(scaled, values, _fit_log_log(times, values).exponent)  # no bootstrap needed here
     if start is None:

@@ -115,6 +115,24 @@ def test_export_reads_the_history_from_a_checkpoint(toy_runs, tmp_path) -> None:
     assert MetricHistory.from_parquet(tmp_path / "from_dir") == history
 
 
+def test_export_imports_neither_torch_nor_pandas(toy_runs, tmp_path) -> None:
+    """What makes ``export`` fast (BENCHMARKS.md): the read path needs neither; the files are the same."""
+    import subprocess
+    import sys
+
+    log_dir, history = toy_runs[0]
+    code = (
+        "import sys; from lightning_complexity.cli import main; "
+        f"code = main(['export', {str(log_dir)!r}, '--out', {str(tmp_path / 'h.csv')!r}]); "
+        "print(code, sorted(m for m in ('torch', 'pandas', 'lightning', 'scipy.stats') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[-2] == "0 []"
+    assert MetricHistory.from_csv(tmp_path / "h.csv") == history
+    fits = pd.read_csv(tmp_path / "h_power_laws.csv", float_precision="round_trip")
+    np.testing.assert_array_equal(fits["exponent"], history.power_law_fits()["exponent"])
+
+
 def test_export_from_tensorboard_equals_the_checkpoint_within_float32(toy_runs, tmp_path, capsys) -> None:
     log_dir, history = toy_runs[0]
     assert main(["export", str(log_dir), "--source", "tensorboard", "--out", str(tmp_path / "tb.csv")]) == 0

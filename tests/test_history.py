@@ -98,3 +98,41 @@ def test_power_law_fits_leave_out_the_sample_count_and_fit_everything_else() -> 
         assert fit.exponent == pytest.approx(slope, rel=1e-9) == fit_power_law(t, y).exponent
     only_samples = MetricHistory((int(e), int(e), "samples", "relu", 360.0) for e in epochs)
     assert len(only_samples.power_law_fits()) == 0 and "exponent" in only_samples.power_law_fits().columns
+
+
+def test_power_law_records_are_the_frame_and_name_every_fit_field() -> None:
+    import dataclasses
+
+    from lightning_complexity.history import POWER_LAW_COLUMNS
+    from lightning_complexity.powerlaw import PowerLawFit
+
+    assert POWER_LAW_COLUMNS == ("metric", "site", *(f.name for f in dataclasses.fields(PowerLawFit)))
+    rows = [(e, e, "affinity", site, 0.9 * (e + 1.0) ** -0.3 + 0.01 * i) for e in range(8) for i, site in enumerate(("a", "=b"))]
+    history = MetricHistory(rows)
+    frame, records = history.power_law_fits(), history.power_law_records()
+    assert list(frame.columns) == list(POWER_LAW_COLUMNS) == list(records[0])
+    pd.testing.assert_frame_equal(frame, pd.DataFrame(records).astype(frame.dtypes.to_dict()))
+
+
+def test_tables_written_from_records_match_pandas_to_csv_byte_for_byte(tmp_path) -> None:
+    from lightning_complexity.export import write_power_laws, write_table
+    from lightning_complexity.safe_names import spreadsheet_frame
+
+    t = np.arange(0, 9)
+    rows = [(int(e), int(e), "affinity", "relu", 0.7 * (e + 1.0) ** -0.21) for e in t]
+    rows += [(int(e), int(e), "betti/0", "-neg", float(e + 1) * 1e-300) for e in t]  # extreme and text needing the quote
+    rows += [(int(e), int(e), "entropic", "flat", 1.0) for e in t]  # NaN fit fields
+    history = MetricHistory(rows)
+    frame = history.power_law_fits()
+    for name, table in (("frame.csv", frame), ("records.csv", history.power_law_records())):
+        write_power_laws(table, tmp_path / name)
+    spreadsheet_frame(frame).to_csv(tmp_path / "pandas.csv", index=False, encoding="utf-8")  # the independent writer
+    expected = (tmp_path / "pandas.csv").read_bytes()
+    assert (tmp_path / "frame.csv").read_bytes() == expected == (tmp_path / "records.csv").read_bytes()
+    assert b"'-neg" in expected and b",True\n" in expected  # the cases the test is about occur
+    mixed = pd.DataFrame({"name": ["x", None], "f32": np.array([0.1, np.nan], dtype=np.float32), "n": [1, 2]})
+    write_table(mixed, tmp_path / "mixed.csv")
+    mixed.to_csv(tmp_path / "mixed_pandas.csv", index=False)
+    assert (tmp_path / "mixed.csv").read_bytes() == (tmp_path / "mixed_pandas.csv").read_bytes()
+    write_power_laws([], tmp_path / "empty.csv")
+    assert (tmp_path / "empty.csv").read_text().strip() == ",".join(frame.columns)

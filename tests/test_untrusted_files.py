@@ -271,19 +271,28 @@ def test_failing_report_and_table_writes_leave_the_previous_files(tmp_path, monk
     previous = {p: p.read_bytes() for p in [*out.iterdir(), tmp_path / "fits.csv", tmp_path / "fits.parquet"]}
     assert any(p.suffix == ".png" for p in previous) and out / "report.html" in previous
 
-    real_to_csv, real_to_parquet = pd.DataFrame.to_csv, pd.DataFrame.to_parquet
+    import csv
 
-    def half_csv(self, path, *args, **kwargs):
-        real_to_csv(self, path, *args, **kwargs)
-        Path(path).write_bytes(Path(path).read_bytes()[:10])
-        raise OSError(errno.ENOSPC, "No space left on device")
+    from lightning_complexity import export
+
+    real_to_parquet, real_writer = pd.DataFrame.to_parquet, csv.writer
+
+    class HalfCsv:  # the header reaches the file, then the disk is full
+        def __init__(self, handle, *args, **kwargs):
+            self._writer = real_writer(handle, *args, **kwargs)
+
+        def writerow(self, row):
+            return self._writer.writerow(row)
+
+        def writerows(self, rows):
+            raise OSError(errno.ENOSPC, "No space left on device")
 
     def half_parquet(self, path, *args, **kwargs):
         real_to_parquet(self, path, *args, **kwargs)
         Path(path).write_bytes(b"PAR1")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", half_csv)
+    monkeypatch.setattr(export.csv, "writer", HalfCsv)
     monkeypatch.setattr(pd.DataFrame, "to_parquet", half_parquet)
     for name in ("fits.csv", "fits.parquet"):
         with pytest.raises(OSError):
