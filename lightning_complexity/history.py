@@ -51,7 +51,8 @@ _PARQUET_TEXT_KEY = b"lightning_complexity.text_cells"
 _PARQUET_TEXT_RULE = b"spreadsheet_cell/1"
 #: the columns of :meth:`MetricHistory.power_law_fits`: the curve, then every field of ``PowerLawFit``.
 POWER_LAW_COLUMNS = ("metric", "site", "exponent", "prefactor", "r2", "stderr", "ci_low", "ci_high", "n_points", "offset", "model", "boot_low", "boot_high", "t_min", "conclusive")
-_FIT_DTYPES = {"n_points": "int64", "model": object, "conclusive": bool}
+# object for text: pandas 3's default string dtype is Arrow-backed and cannot hold a lone surrogate.
+_FIT_DTYPES = {"metric": object, "site": object, "n_points": "int64", "model": object, "conclusive": bool}
 
 
 class MetricRow(NamedTuple):
@@ -182,11 +183,7 @@ class MetricHistory:
         import pandas as pd
 
         records = self.power_law_records(by, window, offset)
-        columns = {"metric": _text_column([r["metric"] for r in records]), "site": _text_column([r["site"] for r in records])}
-        # Every field of the fit (newer PowerLawFit fields, e.g. ``conclusive``, become columns).
-        for name in POWER_LAW_COLUMNS[2:]:
-            columns[name] = pd.Series([record[name] for record in records], dtype=_FIT_DTYPES.get(name))
-        return pd.DataFrame(columns)
+        return pd.DataFrame({name: pd.Series([record[name] for record in records], dtype=_FIT_DTYPES.get(name)) for name in POWER_LAW_COLUMNS})
 
     def latest(self) -> dict[tuple[str, str], float]:
         """The last value of every ``(metric, site)`` curve."""
