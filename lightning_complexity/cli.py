@@ -105,7 +105,7 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as error:
         return _fail("report", error)
     result = write_report(run, Path(args.out) if args.out else _default_report_dir(source), label=str(source), progress=not args.quiet, against=against)
-    print(f"wrote {result.html_path} and {len(result.png_paths)} figures beside it")
+    print(f"wrote {result.html_path} and {len(result.figure_paths)} figures beside it")
     if result.failed:
         print(f"lightning-complexity report: {len(result.failed)} figure(s) could not be drawn: {', '.join(result.failed)}", file=sys.stderr)
         return 1
@@ -131,7 +131,7 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"compare: read {run.describe()}", file=sys.stderr)
         _note_ignored("compare", run)
     result = write_comparison(runs, labels, args.out, max_panels=args.max_panels, progress=not args.quiet)
-    print(f"wrote {result.html_path}, {result.csv_path} (one row per run: {', '.join(labels)}) and {len(result.png_paths)} figures")
+    print(f"wrote {result.html_path}, {result.csv_path} (one row per run: {', '.join(labels)}) and {len(result.figure_paths)} figures")
     if result.failed:
         print(f"lightning-complexity compare: {len(result.failed)} figure(s) could not be drawn: {', '.join(result.failed)}", file=sys.stderr)
         return 1
@@ -170,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--source", choices=("auto", "checkpoint", "tensorboard"), default="auto", help=source_help)
     export.set_defaults(handler=_export)
 
-    report = commands.add_parser("report", help="write a self-contained HTML report of one run, with its figures as PNG")
+    report = commands.add_parser("report", help="write a self-contained HTML report of one run, with its figures as SVG")
     report.add_argument("run", help=run_help)
     report.add_argument("--out", help="output folder (default: <run>/complexity_report, or <checkpoint>_complexity_report beside a file)")
     report.add_argument("--source", choices=("auto", "checkpoint", "tensorboard"), default="auto", help=source_help)

@@ -41,12 +41,12 @@ import numpy as np
 
 from lightning_complexity.atomic import atomic_write_text
 from lightning_complexity.report import FigureSpec, Progress, file_stem, format_cell, html_figure, html_page, html_table, render_figures, time_axis
-from lightning_complexity.safe_names import html_text, legend_text, plot_text, records_frame
+from lightning_complexity.safe_names import html_text, records_frame
+from lightning_complexity.svg.chart import Chart, Panel, Series
+from lightning_complexity.svg.colours import TAB10
 
 if TYPE_CHECKING:
     import pandas as pd
-    from matplotlib.figure import Figure
-
     from lightning_complexity.export import RunData
     from lightning_complexity.history import MetricHistory
     from lightning_complexity.run_contents import RunContents
@@ -55,6 +55,7 @@ __all__ = ["ComparisonResult", "comparison_figure", "comparison_table", "compari
 
 _LINE_STYLES = ("-", "--", ":", "-.")
 _PANEL_COLUMNS = 4
+_PANEL = (260.0, 190.0)  # px
 
 
 def run_labels(paths: Sequence[str | Path]) -> list[str]:
@@ -91,11 +92,14 @@ def _shown_sites(sites: list[str], max_panels: int) -> list[str]:
     return [sites[i] for i in picks]
 
 
-def run_style(index: int) -> tuple[object, str]:
-    """Colour and line style of the ``index``-th run (tab10 colours, 4 line styles, both cycling)."""
-    from matplotlib import colormaps
+def run_style(index: int) -> tuple[str, str]:
+    """Colour and line style of the ``index``-th run (tab10 colours, 4 line styles, both cycling).
 
-    return colormaps["tab10"](index % 10), _LINE_STYLES[index % len(_LINE_STYLES)]
+    Example:
+        >>> run_style(0), run_style(11)
+        (('#1f77b4', '-'), ('#ff7f0e', '-.'))
+    """
+    return TAB10[index % len(TAB10)], _LINE_STYLES[index % len(_LINE_STYLES)]
 
 
 def _merged_contents(histories: Sequence[MetricHistory], site_metadata: Sequence[dict] | None) -> RunContents:
@@ -111,82 +115,53 @@ def _merged_contents(histories: Sequence[MetricHistory], site_metadata: Sequence
 
 
 def comparison_figure(histories: Sequence[MetricHistory], labels: Sequence[str], metric: str, by: str = "epoch", max_panels: int = 12,
-                      contents: RunContents | None = None) -> Figure:
+                      contents: RunContents | None = None) -> Chart:
     """One panel per site of ``metric`` (forward order, titled with the module type), each overlaying every run's curve.
 
     Example:
         >>> from lightning_complexity import MetricHistory
         >>> a = MetricHistory([(0, 0, "affinity", "relu", 0.6), (9, 1, "affinity", "relu", 0.7)])
         >>> b = MetricHistory([(0, 0, "affinity", "relu", 0.5), (9, 1, "affinity", "relu", 0.9)])
-        >>> [ax.get_title() for ax in comparison_figure([a, b], ["a", "b"], "affinity").axes]
+        >>> [panel.title for panel in comparison_figure([a, b], ["a", "b"], "affinity").panels]
         ['relu']
     """
-    from matplotlib.ticker import MaxNLocator
-
-    from lightning_complexity.figures import drawable
-    from lightning_complexity.report_figures import panel_grid
-
     if max_panels < 1:
         raise ValueError(f"max_panels must be >= 1, got {max_panels!r}")
     contents = contents if contents is not None else _merged_contents(histories, None)
     all_sites = contents.order(_union([h.sites(metric) for h in histories]))
     sites = _shown_sites(all_sites, max_panels)
-    title = f"{plot_text(metric)} by run"
+    title = f"{metric} by run"
     if len(sites) < len(all_sites):
         title += f" — {len(sites)} of {len(all_sites)} sites, evenly spaced in forward order"
-    run_names = [legend_text(label) for label in labels]
-    legend_width = min(3.0, 0.45 + 0.058 * max(len(name) for name in run_names))
-    figure, panels = panel_grid(max(1, len(sites)), _PANEL_COLUMNS, panel=(2.6, 1.9), legend_width=legend_width, title=title)
+    chart = Chart.grid(max(1, len(sites)), _PANEL_COLUMNS, panel=_PANEL, title=title)
     curves = [h.curves(by) for h in histories]
-    handles: dict[str, Any] = {}
-    for axes, site in zip(panels, sites):
-        for run_index, (name, run_curves) in enumerate(zip(run_names, curves)):
-            if (metric, site) not in run_curves:
-                continue
-            t, y = run_curves[(metric, site)]
-            colour, style = run_style(run_index)
-            (line,) = axes.plot(t, drawable(y), linestyle=style, color=colour, marker="o" if len(t) <= 30 else None, markersize=2.5, linewidth=1.3)
-            handles.setdefault(name, line)
-        axes.set_title(plot_text(contents.label(site)), fontsize=8)
-        axes.tick_params(labelsize=7)
-        axes.grid(alpha=0.3)
-        axes.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-        axes.yaxis.set_major_locator(MaxNLocator(nbins=4))
-        axes.set_xlabel(by, fontsize=7)
-    if handles:
-        width = figure.get_figwidth()
-        figure.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1 - (legend_width + 0.05) / width, 0.5), fontsize=7, frameon=False)
-    return figure
+    for panel, site in zip(chart.panels, sites):
+        for run_index, (label, run_curves) in enumerate(zip(labels, curves)):
+            if (metric, site) in run_curves:
+                t, y = run_curves[(metric, site)]
+                chart.legend_entry(label, _run_line(panel, run_index, t, y))
+        panel.title, panel.xlabel, panel.integer_x = contents.label(site), by, True
+    return chart
 
 
-def _context_figure(histories: Sequence[MetricHistory], labels: Sequence[str], keys: list[str], by: str) -> Figure:
+def _run_line(panel: Panel, run_index: int, t: np.ndarray, y: np.ndarray) -> Series:
+    from lightning_complexity.figures import drawable
+
+    colour, dash = run_style(run_index)
+    return panel.line(t, drawable(y), colour, dash, 1.3, marker=t.size <= 30, marker_size=5)
+
+
+def _context_figure(histories: Sequence[MetricHistory], labels: Sequence[str], keys: list[str], by: str) -> Chart:
     from lightning_complexity.run_contents import CONTEXT_SITE
 
-    from matplotlib.ticker import MaxNLocator
-
-    from lightning_complexity.figures import drawable
-    from lightning_complexity.report_figures import panel_grid
-
-    run_names = [legend_text(label) for label in labels]
-    legend_width = min(3.0, 0.45 + 0.058 * max(len(name) for name in run_names))
-    figure, panels = panel_grid(len(keys), _PANEL_COLUMNS, panel=(2.6, 1.9), legend_width=legend_width, title="Training context by run (the trainer's logged scalars at each measurement)")
-    handles: dict[str, Any] = {}
-    for axes, key in zip(panels, keys):
-        for run_index, (name, history) in enumerate(zip(run_names, histories)):
+    chart = Chart.grid(len(keys), _PANEL_COLUMNS, panel=_PANEL, title="Training context by run (the trainer's logged scalars at each measurement)")
+    for panel, key in zip(chart.panels, keys):
+        for run_index, (label, history) in enumerate(zip(labels, histories)):
             t, y = history.series(key, CONTEXT_SITE, by=by)
             if t.size:
-                colour, style = run_style(run_index)
-                (line,) = axes.plot(t, drawable(y), linestyle=style, color=colour, marker="o" if t.size <= 30 else None, markersize=2.5, linewidth=1.3)
-                handles.setdefault(name, line)
-        axes.set_title(plot_text(key), fontsize=8)
-        axes.tick_params(labelsize=7)
-        axes.grid(alpha=0.3)
-        axes.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-        axes.yaxis.set_major_locator(MaxNLocator(nbins=4))
-        axes.set_xlabel(by, fontsize=7)
-    width = figure.get_figwidth()
-    figure.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1 - (legend_width + 0.05) / width, 0.5), fontsize=7, frameon=False)
-    return figure
+                chart.legend_entry(label, _run_line(panel, run_index, t, y))
+        panel.title, panel.xlabel, panel.integer_x = key, by, True
+    return chart
 
 
 def _final_values(history: MetricHistory) -> dict[tuple[str, str], tuple[float, int, int]]:
@@ -257,7 +232,7 @@ class ComparisonResult:
     html_path: Path
     csv_path: Path
     long_csv_path: Path
-    png_paths: list[Path] = field(default_factory=list)
+    figure_paths: list[Path] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
 
@@ -278,7 +253,7 @@ def _metric_table(long: pd.DataFrame, metric: str, labels: Sequence[str], conten
 
 
 def write_comparison(runs: Sequence[RunData], labels: Sequence[str], out_dir: str | Path, max_panels: int = 12, progress: bool = True) -> ComparisonResult:
-    """Write ``comparison.html``, ``comparison.csv``, ``comparison_long.csv`` and one PNG per figure.
+    """Write ``comparison.html``, ``comparison.csv``, ``comparison_long.csv`` and one SVG per figure.
 
     Args:
         runs: what :func:`lightning_complexity.export.load_run` read, one per run.
@@ -314,10 +289,10 @@ def write_comparison(runs: Sequence[RunData], labels: Sequence[str], out_dir: st
     metrics = [m for m in _union([h.metrics() for h in histories]) if m not in skipped]
     specs = []
     if contents.context_keys:
-        specs.append(FigureSpec("compare_training.png", "training context", "Each trainer metric for each run (colour and line style by run).",
+        specs.append(FigureSpec("compare_training.svg", "training context", "Each trainer metric for each run (colour and line style by run).",
                                 lambda: _context_figure(histories, labels, contents.context_keys, by)))
     metric_specs = [
-        FigureSpec(f"compare_{file_stem(metric)}.png", metric, f"{metric} for each run (colour and line style by run), one panel per site in forward order, against the {by}.",
+        FigureSpec(f"compare_{file_stem(metric)}.svg", metric, f"{metric} for each run (colour and line style by run), one panel per site in forward order, against the {by}.",
                    lambda m=metric: comparison_figure(histories, labels, m, by, max_panels, contents))
         for metric in metrics
     ]
@@ -357,5 +332,5 @@ def write_comparison(runs: Sequence[RunData], labels: Sequence[str], out_dir: st
     atomic_write_text(html_path, html_page(f"Complexity comparison: {', '.join(labels)}", body))
     return ComparisonResult(
         html_path=html_path, csv_path=csv_path, long_csv_path=long_csv_path,
-        png_paths=[out_dir / s.filename for s in specs if s.png is not None], failed=[s.filename for s in specs if s.error is not None],
+        figure_paths=[out_dir / s.filename for s in specs if s.svg is not None], failed=[s.filename for s in specs if s.error is not None],
     )

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from lightning_complexity.history import MetricHistory
 
-__all__ = ["PLOT_LIMIT", "drawable", "error_curves_figure", "power_law_figure", "signature_heatmap", "undrawn_count"]
+__all__ = ["PLOT_LIMIT", "drawable", "error_curves_figure", "power_law_figure", "signature_grid", "signature_heatmap", "undrawn_count"]
 
 
 #: the largest magnitude drawn: matplotlib computes axis ranges and margins as differences and
@@ -54,14 +54,21 @@ def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def signature_heatmap(history: MetricHistory, metric: str, sites: list[str] | None = None, labels: dict[str, str] | None = None) -> Figure:
-    """Sites (rows, forward order) × measurements (columns, by epoch) of one metric, as a heatmap.
+def signature_grid(history: MetricHistory, metric: str, sites: list[str] | None = None) -> tuple[np.ndarray, list[str], list[int]]:
+    """``metric`` as a sites × measurements grid: (values, the rows' sites, each column's epoch).
 
-    ``sites`` picks and orders the rows (default: the metric's sites in order of appearance);
-    ``labels`` names them (default: the site names). NaN, ±Inf and overflowing cells are grey.
+    ``sites`` picks and orders the rows (default: the metric's sites in order of appearance); a
+    site without the metric is left out; a missing value is NaN.
+
+    Example:
+        >>> from lightning_complexity import MetricHistory
+        >>> h = MetricHistory([(0, 0, "affinity", "a", 0.6), (9, 1, "affinity", "a", 0.7), (9, 1, "affinity", "b", 0.9)])
+        >>> grid, sites, epochs = signature_grid(h, "affinity")
+        >>> grid.tolist(), sites, epochs
+        ([[0.6, 0.7], [nan, 0.9]], ['a', 'b'], [0, 1])
     """
-    sites = [s for s in (sites if sites is not None else history.sites(metric)) if s in set(history.sites(metric))]
-    labels = labels or {}
+    present = set(history.sites(metric))
+    sites = [s for s in (sites if sites is not None else history.sites(metric)) if s in present]
     measured = {r.step for r in history if r.metric == metric}  # one pass, not one per step
     steps = [s for s in history.steps() if s in measured]
     grid = np.full((len(sites), len(steps)), np.nan)
@@ -73,7 +80,18 @@ def signature_heatmap(history: MetricHistory, metric: str, sites: list[str] | No
             epochs[row.step] = row.epoch
             if row.site in row_of:
                 grid[row_of[row.site], column_of[row.step]] = row.value
-    figure = _new_figure(min(12, 3 + 0.4 * len(steps)), min(12, 1.5 + 0.3 * len(sites)))
+    return grid, sites, [epochs[s] for s in steps]
+
+
+def signature_heatmap(history: MetricHistory, metric: str, sites: list[str] | None = None, labels: dict[str, str] | None = None) -> Figure:
+    """Sites (rows, forward order) × measurements (columns, by epoch) of one metric, as a heatmap.
+
+    ``sites`` picks and orders the rows (default: the metric's sites in order of appearance);
+    ``labels`` names them (default: the site names). NaN, ±Inf and overflowing cells are grey.
+    """
+    grid, sites, epochs = signature_grid(history, metric, sites)
+    labels = labels or {}
+    figure = _new_figure(min(12, 3 + 0.4 * len(epochs)), min(12, 1.5 + 0.3 * len(sites)))
     axes = figure.add_subplot()
     # NaN and ±Inf cells are masked (drawn grey): a colour scale needs finite ends.
     from matplotlib import colormaps
@@ -82,8 +100,8 @@ def signature_heatmap(history: MetricHistory, metric: str, sites: list[str] | No
     image = axes.imshow(np.ma.masked_invalid(drawable(grid)), aspect="auto", cmap=cmap, interpolation="nearest")
     figure.colorbar(image, ax=axes, label=plot_text(metric))
     axes.set_yticks(range(len(sites)), [plot_text(labels.get(site, site)) for site in sites], fontsize=7)
-    ticks = range(0, len(steps), max(1, len(steps) // 12))
-    axes.set_xticks(list(ticks), [str(epochs[steps[j]]) for j in ticks])
+    ticks = range(0, len(epochs), max(1, len(epochs) // 12))
+    axes.set_xticks(list(ticks), [str(epochs[j]) for j in ticks])
     axes.set_xlabel("epoch")
     axes.set_ylabel("site (forward order)")
     axes.set_title(f"{plot_text(metric)} signature")

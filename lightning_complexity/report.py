@@ -1,7 +1,10 @@
-"""One run's report: a self-contained HTML page, with every figure also written beside it as PNG.
+"""One run's report: a self-contained HTML page, with every figure also written beside it as SVG.
 
-The page (``report.html``) embeds its images as base64 PNG and has no scripts, stylesheets or
-links outside itself, so it can be mailed or attached to a paper's supplement as one file. It shows,
+The page (``report.html``) embeds its figures as base64 SVG images (vector: sharp at any zoom, and
+drawn by the browser, so a report takes about a second) and has no scripts, stylesheets or links
+outside itself, so it can be mailed or attached to a paper's supplement as one file. The SVG files
+beside it open in any browser or vector editor (Inkscape, Illustrator) and convert to PDF for
+LaTeX (``rsvg-convert -f pdf``, ``inkscape --export-type=pdf``). It shows,
 in this order:
 
 * a summary: where the values come from, the measurements, the real sites counted apart from the
@@ -30,7 +33,7 @@ Example::
     from lightning_complexity.export import load_run
     from lightning_complexity.report import write_report
     report = write_report(load_run("runs/digits/version_0"), "runs/digits/version_0/complexity_report")
-    report.html_path        # .../report.html, with the PNGs beside it
+    report.html_path        # .../report.html, with the SVG figures beside it
 """
 
 from __future__ import annotations
@@ -43,11 +46,11 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from lightning_complexity.atomic import atomic_write_bytes, atomic_write_text
+from lightning_complexity.atomic import atomic_write_text
 from lightning_complexity.safe_names import html_text, legend_text, plot_text
 
 if TYPE_CHECKING:
@@ -58,7 +61,7 @@ if TYPE_CHECKING:
     from lightning_complexity.history import MetricHistory
     from lightning_complexity.run_contents import RunContents
 
-__all__ = ["FigureSpec", "Progress", "ReportResult", "curves_figure", "html_page", "html_table", "render_figures", "time_axis", "write_report"]
+__all__ = ["Drawing", "FigureSpec", "Progress", "ReportResult", "curves_figure", "html_page", "html_table", "render_figures", "time_axis", "write_report"]
 
 #: sites drawn with a legend; beyond this a colour scale in forward order replaces it.
 MAX_LEGEND_SITES = 12
@@ -133,7 +136,7 @@ def curves_figure(history: MetricHistory, metric: str, by: str = "epoch") -> Fig
 
 
 def figure_png(figure: Figure) -> bytes:
-    """The figure as PNG bytes (drawn with Agg; no display needed).
+    """A matplotlib figure (:func:`curves_figure`, :mod:`lightning_complexity.figures`) as PNG bytes (drawn with Agg; no display needed).
 
     zlib level 1: the figures are flat colours, so the files are barely larger than at the default
     level 6, and encoding takes a fraction of the time.
@@ -143,9 +146,15 @@ def figure_png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+class Drawing(Protocol):
+    """A chart that writes itself as SVG (:class:`lightning_complexity.svg.chart.Chart`, :class:`~lightning_complexity.svg.heatmap.Heatmap`)."""
+
+    def svg(self) -> str: ...
+
+
 @dataclass
 class FigureSpec:
-    """A figure to draw: its file name, heading, caption, and how to draw it.
+    """A figure to draw: its file name (``.svg``), heading, caption, and how to draw it.
 
     ``draw`` may return None when the run has nothing to draw for it (the page then says
     ``empty``: why, where the reason is known).
@@ -154,8 +163,8 @@ class FigureSpec:
     filename: str
     title: str
     caption: str
-    draw: Callable[[], Figure | None]
-    png: bytes | None = None
+    draw: Callable[[], Drawing | None]
+    svg: str | None = None
     error: str | None = None
     empty: str = "nothing to draw for this run."
 
@@ -195,14 +204,14 @@ class Progress:
 
 
 def render_figures(specs: Sequence[FigureSpec], out_dir: Path, progress: Progress) -> None:
-    """Draw every figure, keep its PNG bytes and write ``out_dir/<filename>``; a failure is recorded, not raised."""
+    """Draw every figure, keep its SVG text and write ``out_dir/<filename>``; a failure is recorded, not raised."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for spec in specs:
         try:
-            figure = spec.draw()
-            if figure is not None:
-                spec.png = figure_png(figure)
-                atomic_write_bytes(out_dir / spec.filename, spec.png)
+            drawing = spec.draw()
+            if drawing is not None:
+                spec.svg = drawing.svg()
+                atomic_write_text(out_dir / spec.filename, spec.svg)
         except Exception as error:  # noqa: BLE001 - one bad figure must not lose the whole report
             spec.error = f"{type(error).__name__}: {error}"
             progress.stream.write(f"{progress.label}: figure {spec.filename} failed ({spec.error})\n")
@@ -310,14 +319,14 @@ def html_table(frame: pd.DataFrame, text_columns: Iterable[str] = (), row_classe
 
 
 def html_figure(spec: FigureSpec) -> str:
-    """The figure embedded as a base64 PNG, with its caption; a failed figure as an error line."""
-    if spec.png is None:
+    """The figure embedded as a base64 SVG image (its scripts could not run, had it any), with its caption; a failed figure as an error line."""
+    if spec.svg is None:
         if spec.error is None:
             return f"<p>{html_text(spec.title)}: {html_text(spec.empty)}</p>"
         return f'<p class="error">{html_text(spec.title)}: the figure could not be drawn ({html_text(spec.error)}).</p>'
-    data = base64.b64encode(spec.png).decode("ascii")
+    data = base64.b64encode(spec.svg.encode("utf-8")).decode("ascii")
     return (
-        f'<figure><img alt="{html_text(spec.title)}" src="data:image/png;base64,{data}">'
+        f'<figure><img alt="{html_text(spec.title)}" src="data:image/svg+xml;base64,{data}">'
         f"<figcaption>{html_text(spec.caption)} <code>{html_text(spec.filename)}</code></figcaption></figure>"
     )
 
@@ -341,10 +350,10 @@ def _section(anchor: str, title: str) -> str:
 # ---------------------------------------------------------------------- the report
 @dataclass
 class ReportResult:
-    """Where the report went: the page, the PNGs beside it, and any figure that failed."""
+    """Where the report went: the page, the SVG figures beside it, and any figure that failed."""
 
     html_path: Path
-    png_paths: list[Path] = field(default_factory=list)
+    figure_paths: list[Path] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
 
@@ -380,7 +389,7 @@ def _summary(run: RunData, contents: RunContents, against: str | None, by: str) 
 
 
 def write_report(run: RunData, out_dir: str | Path, label: str | None = None, progress: bool = True, against: str | None = None) -> ReportResult:
-    """Write ``out_dir/report.html`` and its figures (PNG) for one run.
+    """Write ``out_dir/report.html`` and its figures (SVG) for one run.
 
     Args:
         run: what :func:`lightning_complexity.export.load_run` read.
@@ -396,10 +405,9 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
     Example::
 
         report = write_report(load_run("runs/digits/version_0"), "report")
-        print(report.html_path, len(report.png_paths))
+        print(report.html_path, len(report.figure_paths))
     """
     from lightning_complexity.export import write_table
-    from lightning_complexity.figures import signature_heatmap
     from lightning_complexity.report_figures import (
         ReportData,
         against_figure,
@@ -408,6 +416,7 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
         headline_metrics,
         loglog_figure,
         present_families,
+        signature_figure,
         training_figure,
     )
     from lightning_complexity.report_tables import conclusive_thresholds, final_values_table, fits_table, folded_metrics, select_fits, sites_table
@@ -427,21 +436,21 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
     shown, verdicts = select_fits(fits, contents, folded)
     conclusive = [ok for ok, _ in verdicts]
 
-    training = FigureSpec("training.png", "training", "The trainer's logged scalars at each measurement (solid: validation, dashed: the others).", lambda: training_figure(data))
+    training = FigureSpec("training.svg", "training", "The trainer's logged scalars at each measurement (solid: validation, dashed: the others).", lambda: training_figure(data))
     versus = None
     if against:
-        versus = FigureSpec(f"against_{file_stem(against)}.png", f"complexity against {against}",
+        versus = FigureSpec(f"against_{file_stem(against)}.svg", f"complexity against {against}",
                             f"Each headline metric (y) against {against} (x) at every measurement: one line per site in training order, hollow at the first measurement, filled at the last.",
                             lambda: against_figure(data, headlines, against))
-    family_specs = [(family, FigureSpec(f"{family.key}.png", family.title, family.caption, lambda f=family, p=panels: family_figure(data, f, p))) for family, panels in families]
+    family_specs = [(family, FigureSpec(f"{family.key}.svg", family.title, family.caption, lambda f=family, p=panels: family_figure(data, f, p))) for family, panels in families]
     signature = None
     if "affinity" in history.metrics():
         order = contents.order(history.sites("affinity"))
-        signature = FigureSpec("signature_affinity.png", "non-linearity signature",
+        signature = FigureSpec("signature_affinity.svg", "non-linearity signature",
                                "Affinity per site (rows: forward order, with module type) at each measurement (columns); 1 = affine; grey: no value.",
-                               lambda: signature_heatmap(history, "affinity", sites=order, labels={s: contents.label(s) for s in order}))
-    exponents = FigureSpec("powerlaw_exponents.png", "power-law exponents", "Every exponent b with its 95% interval; grey and hollow: inconclusive (rule above).", lambda: exponents_figure(data, shown, conclusive))
-    loglog = FigureSpec("powerlaw_fits.png", "power-law fits", f"Headline curves against the {by} on log-log axes with their fits y = a·t^b (dashed and faint: inconclusive).",
+                               lambda: signature_figure(history, "affinity", order, {s: contents.label(s) for s in order}))
+    exponents = FigureSpec("powerlaw_exponents.svg", "power-law exponents", "Every exponent b with its 95% interval; grey and hollow: inconclusive (rule above).", lambda: exponents_figure(data, shown, conclusive))
+    loglog = FigureSpec("powerlaw_fits.svg", "power-law fits", f"Headline curves against the {by} on log-log axes with their fits y = a·t^b (dashed and faint: inconclusive).",
                         lambda: loglog_figure(data, shown, conclusive, headlines))
     if not np.isfinite(shown["exponent"].to_numpy(dtype=float)).any():
         exponents.empty = loglog.empty = "no curve has yet the 4 points after initialisation (t > 0, y > 0) that a fit needs."
@@ -518,6 +527,6 @@ def write_report(run: RunData, out_dir: str | Path, label: str | None = None, pr
     atomic_write_text(html_path, html_page(f"Complexity report: {label}", body))
     return ReportResult(
         html_path=html_path,
-        png_paths=[out_dir / s.filename for s in specs if s.png is not None],
+        figure_paths=[out_dir / s.filename for s in specs if s.svg is not None],
         failed=[s.filename for s in specs if s.error is not None],
     )

@@ -14,15 +14,14 @@
 * :func:`loglog_figure` — the headline curves on log-log axes with their fits (inconclusive
   fits dashed).
 
-Figures use a fixed layout (margins in inches) rather than matplotlib's constrained layout, which
-costs about half of the drawing time; epochs get integer ticks; site names are drawn through
-:func:`lightning_complexity.safe_names.plot_text`, never as mathtext.
+Figures are SVG charts (:mod:`lightning_complexity.svg`): the browser draws them, so a report's
+figures take milliseconds to build, not seconds; epochs get integer ticks; every name is escaped.
 
 Example::
 
     data = ReportData.build(run.history, run_contents(run.history, run.sites), "epoch")
     for family, panels in present_families(data):
-        figure = family_figure(data, family, panels)
+        svg = family_figure(data, family, panels).svg()
 """
 
 from __future__ import annotations
@@ -36,12 +35,14 @@ import numpy as np
 
 from lightning_complexity.figures import PLOT_LIMIT, drawable
 from lightning_complexity.run_contents import CONTEXT_SITE, FLAG_METRICS, METADATA_METRICS, RunContents
-from lightning_complexity.safe_names import legend_text, plot_text, printable
+from lightning_complexity.safe_names import printable
+from lightning_complexity.svg.chart import Chart, Series
+from lightning_complexity.svg.chart import Panel as ChartPanel
+from lightning_complexity.svg.colours import TAB10, site_colours
+from lightning_complexity.svg.heatmap import Heatmap
 
 if TYPE_CHECKING:
     import pandas as pd
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
     from lightning_complexity.history import MetricHistory
 
@@ -56,6 +57,7 @@ __all__ = [
     "headline_metrics",
     "loglog_figure",
     "present_families",
+    "signature_figure",
     "training_figure",
 ]
 
@@ -135,14 +137,9 @@ class ReportData:
     @classmethod
     def build(cls, history: MetricHistory, contents: RunContents, by: str) -> ReportData:
         """Curves and colours of ``history`` (sites coloured in forward order: tab10, or viridis beyond 10)."""
-        from matplotlib import colormaps
-
         by_step = {key: dict(zip(t.tolist(), y.tolist())) for key, (t, y) in history.curves("step").items()}
         sites = [s.name for s in contents.sites]
-        if len(sites) <= 10:
-            colours = {site: colormaps["tab10"](i) for i, site in enumerate(sites)}
-        else:
-            colours = {site: colormaps["viridis"](i / max(1, len(sites) - 1)) for i, site in enumerate(sites)}
+        colours = dict(zip(sites, site_colours(len(sites))))
         return cls(history=history, contents=contents, by=by, curves=history.curves(by), by_step=by_step, colours=colours)
 
     def sites_of(self, metric: str) -> list[str]:
@@ -151,65 +148,31 @@ class ReportData:
     def has(self, metric: str, site: str | None = None) -> bool:
         return any(name == metric and (site is None or s == site) for name, s in self.curves)
 
-    def colour(self, site: str) -> Any:
+    def colour(self, site: str) -> str:
         return self.colours.get(site, "black")
 
     def label(self, site: str) -> str:
-        return legend_text(self.contents.label(site))
+        return self.contents.label(site)
 
 
 # ---------------------------------------------------------------------- layout
-_LEFT, _RIGHT, _BOTTOM, _TOP = 0.7, 0.2, 0.5, 0.55  # inches
-_GAP_W, _GAP_H = 0.9, 0.7  # room for a right-hand axis between panels
+_GREY, _MUTED = "#808080", "#999999"
 
 
-def panel_grid(count: int, columns: int, panel: tuple[float, float] = (3.3, 2.4), legend_width: float = 0.0, title: str | None = None) -> tuple[Figure, list[Axes]]:
-    """A figure of ``count`` panels in rows of ``columns``, margins fixed in inches (no layout engine)."""
-    from matplotlib.figure import Figure
-
-    columns = max(1, min(columns, count))
-    rows = -(-count // columns)
-    width = _LEFT + columns * panel[0] + (columns - 1) * _GAP_W + _RIGHT + legend_width
-    height = _BOTTOM + rows * panel[1] + (rows - 1) * _GAP_H + _TOP
-    figure = Figure(figsize=(width, height), dpi=100)
-    figure.subplots_adjust(left=_LEFT / width, right=1 - (_RIGHT + legend_width) / width, bottom=_BOTTOM / height, top=1 - _TOP / height,
-                           wspace=_GAP_W / panel[0], hspace=_GAP_H / panel[1])
-    grid = figure.subplots(rows, columns, squeeze=False)
-    axes = [grid[i // columns][i % columns] for i in range(count)]
-    for extra in range(count, rows * columns):
-        grid[extra // columns][extra % columns].set_visible(False)
-    if title:
-        figure.suptitle(title, fontsize=10, y=1 - 0.12 / height, va="top")
-    return figure, axes
+def _marker(points: int) -> bool:
+    return points <= 30
 
 
-def _legend_width(labels: Sequence[str]) -> float:
-    """Inches a 7-point legend of these labels needs beside the panels."""
-    return 0.0 if not labels else min(3.2, 0.45 + 0.058 * max(len(label) for label in labels))
+def _key(colour: str, hollow: bool = False, dash: str | None = None, marker: bool = True, opacity: float = 1.0) -> Series:
+    """A legend key that is drawn in no panel."""
+    return Series(np.empty(0), np.empty(0), colour, dash, marker=marker, hollow=hollow, opacity=opacity)
 
 
-def _figure_legend(figure: Figure, handles: list, labels: list[str], legend_width: float) -> None:
-    if handles:
-        width = figure.get_figwidth()
-        figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1 - (legend_width + 0.05) / width, 0.5), fontsize=7, frameon=False)
-
-
-def _style(axes: Axes, title: str, xlabel: str | None, by: str | None, log: bool = False) -> None:
-    """Title, labels, grid, and few ticks: drawing ticks is most of a figure's cost, 5 per axis read well."""
-    from matplotlib.ticker import MaxNLocator
-
-    axes.set_title(plot_text(title), fontsize=9)
-    if xlabel:
-        axes.set_xlabel(plot_text(xlabel), fontsize=8)
-    axes.tick_params(labelsize=7)
-    axes.grid(alpha=0.3)
-    if not log:
-        axes.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=by in ("epoch", "step")))
-        axes.yaxis.set_major_locator(MaxNLocator(nbins=5))
-
-
-def _marker(points: int) -> str | None:
-    return "o" if points <= 30 else None
+def _style(panel: ChartPanel, title: str, xlabel: str | None, by: str | None) -> None:
+    """Title, x label, integer ticks on an epoch or step axis."""
+    panel.title = title
+    panel.xlabel = xlabel
+    panel.integer_x = by in ("epoch", "step")
 
 
 # ---------------------------------------------------------------------- families
@@ -251,58 +214,53 @@ def _single_factor(data: ReportData, child: str, parent: str) -> float | None:
     return values[0] if np.allclose(values, values[0], rtol=1e-9, atol=0) and values[0] > 0 else None
 
 
-def family_figure(data: ReportData, family: Family, panels: Sequence[Panel]) -> Figure:
+def family_figure(data: ReportData, family: Family, panels: Sequence[Panel]) -> Chart:
     """One family: a panel each, one shared legend of the sites (in forward order)."""
-    legend: dict[str, Any] = {}
-    sites_drawn = [site for panel in panels if panel.sites is None for site in data.sites_of(panel.metric)]
-    labels = [data.label(s) for s in dict.fromkeys(sites_drawn)]
-    width = _legend_width(labels + ["across-site mean", "hollow: censored"])
-    figure, axes_list = panel_grid(len(panels), 2 if len(panels) == 4 else 3, legend_width=width, title=plot_text(family.title))
-    for axes, panel in zip(axes_list, panels):
-        _draw_panel(data, axes, panel, legend)
-    _figure_legend(figure, list(legend.values()), list(legend), width)
-    return figure
+    chart = Chart.grid(len(panels), 2 if len(panels) == 4 else 3, title=family.title)
+    for target, panel in zip(chart.panels, panels):
+        _draw_panel(data, chart, target, panel)
+    return chart
 
 
-def _draw_panel(data: ReportData, axes: Axes, panel: Panel, legend: dict[str, Any]) -> None:
+_SUMMARY_DASHES = ("-", "--", ":", "-.")
+
+
+def _draw_panel(data: ReportData, chart: Chart, target: ChartPanel, panel: Panel) -> None:
     sites = list(panel.sites) if panel.sites else data.sites_of(panel.metric)
-    summary_styles = ["-", "--", ":", "-."]
     for index, site in enumerate(sites):
         t, y = data.curves[(panel.metric, site)]
         y = drawable(y)
-        if panel.sites:  # statistics of one summary: black, a line style each, labelled in the panel
-            (line,) = axes.plot(t, y, summary_styles[index % 4], color="black", marker=_marker(len(t)), markersize=2.5, linewidth=1.2, label=legend_text(site))
+        if panel.sites:  # statistics of one summary: black, a dash each, labelled in the panel
+            target.line(t, y, "black", _SUMMARY_DASHES[index % 4], 1.2, marker=_marker(len(t)), marker_size=5, label=site)
             continue
         colour = data.colour(site)
-        (line,) = axes.plot(t, y, "-", color=colour, marker=_marker(len(t)), markersize=3, linewidth=1.3)
+        hollow = None
         if panel.flag and data.has(panel.flag, site):
             flags = np.asarray([data.by_step.get((panel.flag, site), {}).get(step, 0.0) for step in _steps_of(data, panel.metric, site)])
             hollow = flags == 1
-            if hollow.any():
-                line.set_marker(None)
-                axes.plot(t[~hollow], y[~hollow], "o", color=colour, markersize=3.5, linestyle="none")
-                axes.plot(t[hollow], y[hollow], "o", markerfacecolor="white", markeredgecolor=colour, markersize=4, linestyle="none")
-                legend.setdefault("hollow: censored", axes.plot([], [], "o", markerfacecolor="white", markeredgecolor="grey", linestyle="none")[0])
-        legend.setdefault(data.label(site), line)
-    if not any(np.isfinite(line.get_ydata()).any() for line in axes.get_lines()):
-        axes.text(0.5, 0.5, "no finite value", transform=axes.transAxes, ha="center", va="center", color="grey", fontsize=8)
-    if panel.sites and len(sites) > 1:
-        axes.legend(fontsize=6, frameon=False)
+        if hollow is not None and hollow.any():
+            line = target.line(t, y, colour, "-", 1.3)
+            target.points(t[~hollow], y[~hollow], colour, size=7)
+            target.points(t[hollow], y[hollow], colour, size=8, hollow=True)
+            chart.legend_entry(data.label(site), _key(colour))
+            chart.legend_entry("hollow: censored", _key(_GREY, hollow=True))
+        else:
+            line = target.line(t, y, colour, "-", 1.3, marker=_marker(len(t)), marker_size=6)
+            chart.legend_entry(data.label(site), line)
+    if not target.has_finite():
+        target.note("no finite value")
+    target.own_legend = bool(panel.sites) and len(sites) > 1
     if panel.band and data.has(panel.band, "mean"):
         t, mean = data.curves[(panel.band, "mean")]
-        legend.setdefault("across-site mean", axes.plot(t, drawable(mean), "--", color="black", linewidth=1.1)[0])
+        chart.legend_entry("across-site mean", target.line(t, drawable(mean), "black", "--", 1.1))
         if data.has(panel.band, "min") and data.has(panel.band, "max"):
-            axes.fill_between(t, drawable(data.curves[(panel.band, "min")][1]), drawable(data.curves[(panel.band, "max")][1]), color="grey", alpha=0.15, linewidth=0)
-            from matplotlib.patches import Patch
-
-            legend.setdefault("across-site min–max", Patch(color="grey", alpha=0.15, linewidth=0))
+            band = target.band(t, drawable(data.curves[(panel.band, "min")][1]), drawable(data.curves[(panel.band, "max")][1]))
+            chart.legend_entry("across-site min–max", band)
     if panel.secondary and data.has(panel.secondary):
         factor = _single_factor(data, panel.secondary, panel.metric)
         if factor is not None:
-            secondary = axes.secondary_yaxis("right", functions=(lambda v, k=factor: v * k, lambda v, k=factor: v / k))
-            secondary.set_ylabel(plot_text(panel.secondary.replace(panel.metric + "_", "")), fontsize=7)
-            secondary.tick_params(labelsize=7)
-    _style(axes, panel.title or panel.metric, data.by, data.by)
+            target.secondary = (factor, panel.secondary.replace(panel.metric + "_", ""))
+    _style(target, panel.title or panel.metric, data.by, data.by)
 
 
 def _steps_of(data: ReportData, metric: str, site: str) -> list[int]:
@@ -315,7 +273,7 @@ def headline_metrics(data: ReportData, families: Sequence[tuple[Family, Sequence
     return [panels[0].metric for _, panels in families if panels]
 
 
-def training_figure(data: ReportData) -> Figure | None:
+def training_figure(data: ReportData) -> Chart | None:
     """The trainer's logged scalars across measurements: losses in one panel, the others in another."""
     keys = data.contents.context_keys
     if not keys:
@@ -323,24 +281,17 @@ def training_figure(data: ReportData) -> Figure | None:
     losses = [k for k in keys if "loss" in k.lower()]
     others = [k for k in keys if k not in losses]
     groups = [(title, group) for title, group in (("losses", losses), ("other logged metrics", others)) if group]
-    labels = [legend_text(k) for k in keys]
-    width = _legend_width(labels)
-    figure, axes_list = panel_grid(len(groups), 2, panel=(3.8, 2.5), legend_width=width, title="Training (the trainer's logged scalars at each measurement)")
-    handles = {}
-    from matplotlib import colormaps
-
-    for axes, (title, group) in zip(axes_list, groups):
-        for index, key in enumerate(group):
+    chart = Chart.grid(len(groups), 2, panel=(380.0, 250.0), title="Training (the trainer's logged scalars at each measurement)")
+    for target, (title, group) in zip(chart.panels, groups):
+        for key in group:
             t, y = data.curves[(key, CONTEXT_SITE)]
-            style = "-" if key.lower().startswith("val") else "--"
-            (line,) = axes.plot(t, drawable(y), style, color=colormaps["tab10"](keys.index(key) % 10), marker=_marker(len(t)), markersize=3, linewidth=1.3)
-            handles[legend_text(key)] = line
-        _style(axes, title, data.by, data.by)
-    _figure_legend(figure, list(handles.values()), list(handles), width)
-    return figure
+            dash = "-" if key.lower().startswith("val") else "--"
+            chart.legend_entry(key, target.line(t, drawable(y), TAB10[keys.index(key) % 10], dash, 1.3, marker=_marker(len(t))))
+        _style(target, title, data.by, data.by)
+    return chart
 
 
-def against_figure(data: ReportData, metrics: Sequence[str], against: str) -> Figure | None:
+def against_figure(data: ReportData, metrics: Sequence[str], against: str) -> Chart | None:
     """Each of ``metrics`` (y) against ``against`` (x) at every measurement that has both.
 
     One line per site in measurement order; a hollow marker at the first measurement and a larger
@@ -350,12 +301,8 @@ def against_figure(data: ReportData, metrics: Sequence[str], against: str) -> Fi
     drawn = [m for m in metrics if any(np.isfinite(value) and np.isfinite(reference.get(step, np.nan)) for site in data.sites_of(m) for step, value in data.by_step[(m, site)].items())]
     if not drawn or not reference:
         return None
-    sites_seen = [site for m in drawn for site in data.sites_of(m)]
-    labels = [data.label(s) for s in dict.fromkeys(sites_seen)]
-    width = _legend_width(labels + ["○ first, ● last measurement"])
-    figure, axes_list = panel_grid(len(drawn), 3, panel=(3.1, 2.4), legend_width=width, title=f"Complexity against {plot_text(against)} (one point per measurement)")
-    handles: dict[str, Any] = {}
-    for axes, metric in zip(axes_list, drawn):
+    chart = Chart.grid(len(drawn), 3, panel=(310.0, 240.0), title=f"Complexity against {against} (one point per measurement)")
+    for target, metric in zip(chart.panels, drawn):
         for site in data.sites_of(metric):
             values = data.by_step[(metric, site)]
             steps = [s for s in values if s in reference]
@@ -365,94 +312,74 @@ def against_figure(data: ReportData, metrics: Sequence[str], against: str) -> Fi
                 continue
             x, y = x[keep], y[keep]
             colour = data.colour(site)
-            (line,) = axes.plot(x, y, "-", color=colour, linewidth=1.0, alpha=0.8, marker="o", markersize=2.5)
-            axes.plot(x[:1], y[:1], "o", markerfacecolor="white", markeredgecolor=colour, markersize=5)
-            axes.plot(x[-1:], y[-1:], "o", color=colour, markersize=5.5)
-            handles.setdefault(data.label(site), line)
-        _style(axes, metric, against, None)
-    handles["○ first, ● last measurement"] = axes_list[0].plot([], [], "o", markerfacecolor="white", markeredgecolor="grey", linestyle="none")[0]
-    _figure_legend(figure, list(handles.values()), list(handles), width)
-    return figure
+            line = target.line(x, y, colour, "-", 1.0, marker=True, marker_size=5, opacity=0.8)
+            target.points(x[:1], y[:1], colour, size=9, hollow=True)
+            target.points(x[-1:], y[-1:], colour, size=10)
+            chart.legend_entry(data.label(site), line)
+        _style(target, metric, against, None)
+    chart.legend_entry("○ first, ● last measurement", _key(_GREY, hollow=True))
+    return chart
+
+
+def signature_figure(history: MetricHistory, metric: str, sites: Sequence[str], labels: dict[str, str]) -> Heatmap | None:
+    """Sites (rows, forward order) × measurements (columns, labelled by epoch) of ``metric``."""
+    from lightning_complexity.figures import signature_grid
+
+    grid, sites, epochs = signature_grid(history, metric, list(sites))
+    if not sites:
+        return None
+    return Heatmap(drawable(grid), [labels.get(site, site) for site in sites], [str(e) for e in epochs], title=f"{metric} signature",
+                   xlabel="epoch", ylabel="site (forward order)", colour_label=metric)
 
 
 # ---------------------------------------------------------------------- power laws
-def exponents_figure(data: ReportData, shown: pd.DataFrame, conclusive: Sequence[bool]) -> Figure | None:
+def exponents_figure(data: ReportData, shown: pd.DataFrame, conclusive: Sequence[bool]) -> Chart | None:
     """Every fitted exponent b with its 95 % interval, grouped by metric; inconclusive ones grey and hollow."""
     rows = [(row, ok) for row, ok in zip(shown.to_dict(orient="records"), conclusive) if np.isfinite(row["exponent"])]
     if not rows:
         return None
-    from matplotlib.figure import Figure
-
-    height = 0.9 + 0.16 * len(rows)
-    label_width = 0.5 + 0.055 * max(len(f"{r['metric']} · {data.contents.label(r['site'])}") for r, _ in rows)
-    width = label_width + 4.6
-    figure = Figure(figsize=(width, height), dpi=100)
-    figure.subplots_adjust(left=label_width / width, right=1 - 0.25 / width, bottom=0.5 / height, top=1 - 0.4 / height)
-    axes = figure.add_subplot()
+    chart = Chart.grid(1, 1, panel=(460.0, 16.0 * len(rows) + 20), title="Power-law exponents")
+    target = chart.panels[0]
     positions = np.arange(len(rows))[::-1]
     for y, (row, ok) in zip(positions, rows):
-        colour = data.colour(row["site"]) if ok else "0.6"
+        colour = data.colour(row["site"]) if ok else _MUTED
         low, high = row.get("ci_low"), row.get("ci_high")
         if np.isfinite(low) and np.isfinite(high):
-            axes.plot([low, high], [y, y], "-" if ok else ":", color=colour, linewidth=1.4)
-        axes.plot([row["exponent"]], [y], "o", color=colour, markerfacecolor=colour if ok else "white", markersize=4.5)
-    axes.axvline(0.0, color="black", linewidth=0.8)
-    # Row labels as plain texts, not ticks: 40 ticks cost several times what 40 texts do.
-    from matplotlib.transforms import blended_transform_factory
-
-    axes.set_yticks([])
-    beside = blended_transform_factory(axes.transAxes, axes.transData)
-    for y, (row, ok) in zip(positions, rows):
-        axes.text(-0.015, y, plot_text(f"{row['metric']} · {data.contents.label(row['site'])}"), transform=beside, ha="right", va="center", fontsize=7, color="black" if ok else "0.55")
-    axes.set_ylim(-0.7, len(rows) - 0.3)
-    axes.set_xlabel("exponent b of y ≈ a·t^b, with its 95% interval (grey, hollow: inconclusive)", fontsize=8)
-    axes.tick_params(axis="x", labelsize=7)
-    from matplotlib.ticker import MaxNLocator
-
-    axes.xaxis.set_major_locator(MaxNLocator(nbins=6))
-    axes.grid(axis="x", alpha=0.3)
-    axes.set_title("Power-law exponents", fontsize=10)
-    return figure
+            target.line([low, high], [y, y], colour, "-" if ok else ":", 1.4)
+        target.points([row["exponent"]], [y], colour, size=7, hollow=not ok)
+        target.row_labels.append((float(y), f"{row['metric']} · {data.contents.label(row['site'])}", "black" if ok else "#8c8c8c"))
+    target.vline(0.0)
+    target.ylimits = (-0.7, len(rows) - 0.3)
+    target.grid_y = False
+    target.xlabel = "exponent b of y ≈ a·t^b, with its 95% interval (grey, hollow: inconclusive)"
+    return chart
 
 
-def loglog_figure(data: ReportData, shown: pd.DataFrame, conclusive: Sequence[bool], metrics: Sequence[str]) -> Figure | None:
+def loglog_figure(data: ReportData, shown: pd.DataFrame, conclusive: Sequence[bool], metrics: Sequence[str]) -> Chart | None:
     """The curves of ``metrics`` on log-log axes (t > 0, y > 0) with their fits: solid when
     conclusive, dashed and faint when not."""
     fitted = {(r["metric"], r["site"]): (r, ok) for r, ok in zip(shown.to_dict(orient="records"), conclusive) if np.isfinite(r["exponent"])}
     drawn = [m for m in metrics if any(key[0] == m for key in fitted)]
     if not drawn:
         return None
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
-
-    labels = [data.label(s) for s in dict.fromkeys(site for m in drawn for site in data.sites_of(m))]
-    width = _legend_width(labels + ["dashed: inconclusive fit"])
-    figure, axes_list = panel_grid(len(drawn), 3, panel=(3.1, 2.4), legend_width=width, title="Power-law fits on log-log axes (the initialisation point is left out)")
-    handles: dict[str, Any] = {}
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    for axes, metric in zip(axes_list, drawn):
+    chart = Chart.grid(len(drawn), 3, panel=(310.0, 240.0), title="Power-law fits on log-log axes (the initialisation point is left out)")
+    for target, metric in zip(chart.panels, drawn):
         for site in data.sites_of(metric):
             t, y = data.curves[(metric, site)]
             keep = (t > 0) & np.isfinite(y) & (y > 0) & (y <= PLOT_LIMIT)
             if not keep.any():
                 continue
             colour = data.colour(site)
-            (points,) = axes.plot(t[keep], y[keep], "o", color=colour, markersize=3)
-            handles.setdefault(data.label(site), points)
+            chart.legend_entry(data.label(site), target.points(t[keep], y[keep], colour, size=6))
             if (metric, site) in fitted:
                 row, ok = fitted[(metric, site)]
                 grid = np.geomspace(t[keep].min(), t[keep].max(), 30)
                 with np.errstate(over="ignore", invalid="ignore"):
                     line = drawable(row.get("offset", 0.0) + row["prefactor"] * grid ** row["exponent"])
-                axes.plot(grid, np.where(line > 0, line, np.nan), "-" if ok else "--", color=colour, linewidth=1.1, alpha=1.0 if ok else 0.45)
-        log = bool(axes.get_lines())
-        if log:
-            axes.set_xscale("log")
-            axes.set_yscale("log")
-            for axis in (axes.xaxis, axes.yaxis):
-                axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=6))
-                axis.set_major_formatter(plain)
-                axis.set_minor_locator(NullLocator())
-        _style(axes, metric, data.by, None, log=log)
-    handles["dashed: inconclusive fit"] = axes_list[0].plot([], [], "--", color="grey", alpha=0.6)[0]
-    _figure_legend(figure, list(handles.values()), list(handles), width)
-    return figure
+                target.line(grid, np.where(line > 0, line, np.nan), colour, "-" if ok else "--", 1.1, opacity=1.0 if ok else 0.45)
+        target.log_x = target.log_y = target.has_finite()
+        if not target.log_x:
+            target.note("no point with t > 0 and y > 0")
+        _style(target, metric, data.by, None)
+    chart.legend_entry("dashed: inconclusive fit", _key(_GREY, dash="--", marker=False, opacity=0.6))
+    return chart

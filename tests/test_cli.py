@@ -17,6 +17,7 @@ import pytest
 
 from lightning_complexity import ComplexityMonitor, MetricHistory
 from lightning_complexity.cli import main
+from svg_checks import assert_drawn
 
 pytest.importorskip("sklearn")
 
@@ -58,19 +59,9 @@ def toy_runs(tmp_path_factory) -> list[tuple[Path, MetricHistory]]:
     return runs
 
 
-def _pngs_are_drawn(paths: list[Path]) -> None:
-    from matplotlib.image import imread
-
-    assert paths
-    for path in paths:
-        pixels = imread(path)
-        assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100, path
-        assert float(pixels.var()) > 0, f"{path} is blank"
-
-
 def _embedded_images(page: str) -> list[bytes]:
     sources = re.findall(r'src="([^"]*)"', page)
-    assert all(s.startswith("data:image/png;base64,") for s in sources), "the page must embed every image"
+    assert all(s.startswith("data:image/svg+xml;base64,") for s in sources), "the page must embed every image"
     return [base64.b64decode(s.split(",", 1)[1], validate=True) for s in sources]
 
 
@@ -195,16 +186,16 @@ def test_report_of_a_checkpoint_has_context_families_fits_and_layer_algebra(toy_
     assert main(["report", str(log_dir), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "figure" not in err.replace("figures", "")  # no per-figure lines in a log (a tqdm bar on a terminal)
-    pngs = sorted(out.glob("*.png"))
-    expected = {"nonlinearity.png", "dimension.png", "patterns.png", "signature_affinity.png", "powerlaw_exponents.png", "powerlaw_fits.png"}
+    svgs = sorted(out.glob("*.svg"))
+    expected = {"nonlinearity.svg", "dimension.svg", "patterns.svg", "signature_affinity.svg", "powerlaw_exponents.svg", "powerlaw_fits.svg"}
     if "trainer" in history.sites():  # the monitor records the trainer's logged scalars (train_loss, val_loss)
-        expected |= {"training.png", "against_val_loss.png"}
-    assert {p.name for p in pngs} == expected
-    _pngs_are_drawn(pngs)
+        expected |= {"training.svg", "against_val_loss.svg"}
+    assert {p.name for p in svgs} == expected
+    assert_drawn(svgs)
     page = (out / "report.html").read_text()
     _assert_self_contained(page)
     embedded = _embedded_images(page)
-    assert sorted(embedded) == sorted(p.read_bytes() for p in pngs)
+    assert sorted(embedded) == sorted(p.read_bytes() for p in svgs)
     for site in history.sites():
         if site not in ("trainer",):
             assert html.escape(site) in page
@@ -225,15 +216,15 @@ def test_report_of_tensorboard_logs_covers_every_metric_family(demo_run, tmp_pat
     _assert_self_contained(page)
     assert {"betti_0", "entropic_complexity", "linear_regions", "affinity"} <= set(history.metrics())
     for family in ("nonlinearity", "dimension", "patterns", "entropic", "topology", "regions"):
-        assert (out / f"{family}.png").is_file() and f'id="{family}"' in page
+        assert (out / f"{family}.svg").is_file() and f'id="{family}"' in page
     for site in DEMO_SITES:
         assert html.escape(site) in page
     assert "features.relu1 (ReLU)" in page and "classifier.act (GELU)" in page  # module types from complexity_meta/sites
-    assert (out / "signature_affinity.png").is_file() and "float32" in page
+    assert (out / "signature_affinity.svg").is_file() and "float32" in page
     assert "fits are conclusive" in page and "inconclusive" in page  # 2 epochs: too short for any fit to be conclusive
     assert 'id="layer-algebra"' not in page  # TensorBoard holds no layer-algebra table
-    assert (out / "training.png").is_file() and "val/accuracy" in page  # the context, rebuilt from the user's scalars
-    _pngs_are_drawn(sorted(out.glob("*.png")))
+    assert (out / "training.svg").is_file() and "val/accuracy" in page  # the context, rebuilt from the user's scalars
+    assert_drawn(sorted(out.glob("*.svg")))
 
 
 def test_tensorboard_context_is_the_users_scalars_at_each_measurement(demo_run, tmp_path) -> None:
@@ -284,18 +275,18 @@ def test_compare_overlays_runs_and_tabulates_final_values_and_exponents(toy_runs
         assert record["measurements"] == 6 and record["last_epoch"] == 5
     long = pd.read_csv(out / "comparison_long.csv")
     assert len(long) == len(history_a.curves()) + len(history_b.curves())
-    pngs = sorted(out.glob("*.png"))
+    svgs = sorted(out.glob("*.svg"))
     from lightning_complexity.report_tables import folded_metrics
 
     context = [m for m in history_a.metrics() if history_a.sites(m) == ["trainer"]]
     folded = set(folded_metrics(history_a)) & set(folded_metrics(history_b))  # the same curve times a constant: not drawn again
     assert folded == {"effective_dimension_ratio"}
-    drawn = {f"compare_{m}.png" for m in history_a.metrics() if m not in context and m not in folded and m != "samples"} | ({"compare_training.png"} if context else set())
-    assert {p.name for p in pngs} == drawn
-    _pngs_are_drawn(pngs)
+    drawn = {f"compare_{m}.svg" for m in history_a.metrics() if m not in context and m not in folded and m != "samples"} | ({"compare_training.svg"} if context else set())
+    assert {p.name for p in svgs} == drawn
+    assert_drawn(svgs)
     page = (out / "comparison.html").read_text()
     _assert_self_contained(page)
-    assert len(_embedded_images(page)) == len(pngs)
+    assert len(_embedded_images(page)) == len(svgs)
     assert "small&lt;a&gt;" in page and "wide&amp;b" in page and "small<a>" not in page
     for site in TOY_SITES:  # each with its module type (from the checkpoint's site metadata)
         assert re.search(rf">{re.escape(html.escape(site))} \((Tanh|ReLU)\)<", page), site
@@ -368,16 +359,16 @@ def test_report_of_the_demo_has_every_figure_and_table_parsed(demo_run, tmp_path
     out = tmp_path / "report"
     assert main(["report", str(log_dir), "--out", str(out), "--quiet"]) == 0
     page = _parse(out / "report.html")
-    pngs = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    svgs = {p.name: p.read_bytes() for p in out.glob("*.svg")}
     families = ("nonlinearity", "dimension", "patterns", "entropic", "topology", "regions")
     # 2 epochs: 2 points after initialisation, no curve can be fitted (a fit needs 4), so no power-law figures
-    expected = {"training.png", "against_val_accuracy.png", "signature_affinity.png", *(f"{f}.png" for f in families)}
-    assert set(pngs) == expected  # val/accuracy (a "/" in the key) gives a safe file name
+    expected = {"training.svg", "against_val_accuracy.svg", "signature_affinity.svg", *(f"{f}.svg" for f in families)}
+    assert set(svgs) == expected  # val/accuracy (a "/" in the key) gives a safe file name
     text = (out / "report.html").read_text(encoding="utf-8")
     why = "no curve has yet the 4 points after initialisation (t &gt; 0, y &gt; 0) that a fit needs."
     assert f"power-law exponents: {why}" in text and f"power-law fits: {why}" in text
-    assert sorted(png for _, png in page.images) == sorted(pngs.values())
-    assert {re.search(r"(\S+\.png)$", c).group(1) for c in page.captions} == expected
+    assert sorted(svg for _, svg in page.images) == sorted(svgs.values())
+    assert {re.search(r"(\S+\.svg)$", c).group(1) for c in page.captions} == expected
     assert {"context", "sites", "power-laws", "final", "layer-algebra", *families} <= page.ids
     assert all(link.lstrip("#") in page.ids for link in page.links)
     # sites: each with its module type, kind and the samples it rests on, in forward order

@@ -10,6 +10,7 @@ import math
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
@@ -71,7 +72,7 @@ def _checkpoint(path: Path, history: MetricHistory, sites: dict | None = SITES, 
 
 
 class _Page(HTMLParser):
-    """What a page holds: images (alt, decoded PNG), tables (headers, rows, row classes), ids, links, captions."""
+    """What a page holds: images (alt, decoded SVG), tables (headers, rows, row classes), ids, links, captions."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,8 +93,10 @@ class _Page(HTMLParser):
             self.ids.add(attrs["id"])
         if tag == "img":
             source = attrs["src"]
-            assert source.startswith("data:image/png;base64,"), source[:40]
-            self.images.append((attrs.get("alt", ""), base64.b64decode(source.split(",", 1)[1], validate=True)))
+            assert source.startswith("data:image/svg+xml;base64,"), source[:40]
+            svg = base64.b64decode(source.split(",", 1)[1], validate=True)
+            assert ElementTree.fromstring(svg).tag == "{http://www.w3.org/2000/svg}svg"  # well-formed SVG
+            self.images.append((attrs.get("alt", ""), svg))
         elif tag == "a":
             self.links.append(attrs.get("href", ""))
         elif tag == "table":
@@ -150,11 +153,11 @@ def report(tmp_path_factory) -> tuple[Path, MetricHistory, _Page]:
 
 def test_every_figure_and_table_is_on_the_page(report) -> None:
     out, history, page = report
-    pngs = sorted(out.glob("*.png"))
-    expected = {"training.png", "against_val_acc.png", "nonlinearity.png", "dimension.png", "patterns.png", "regions.png", "signature_affinity.png", "powerlaw_exponents.png", "powerlaw_fits.png"}
-    assert {p.name for p in pngs} == expected
-    assert sorted(png for _, png in page.images) == sorted(p.read_bytes() for p in pngs)  # each embedded, once
-    assert {re.search(r"(\S+\.png)$", c).group(1) for c in page.captions} == expected  # each with its caption
+    svgs = sorted(out.glob("*.svg"))
+    expected = {"training.svg", "against_val_acc.svg", "nonlinearity.svg", "dimension.svg", "patterns.svg", "regions.svg", "signature_affinity.svg", "powerlaw_exponents.svg", "powerlaw_fits.svg"}
+    assert {p.name for p in svgs} == expected
+    assert sorted(svg for _, svg in page.images) == sorted(p.read_bytes() for p in svgs)  # each embedded, once
+    assert {re.search(r"(\S+\.svg)$", c).group(1) for c in page.captions} == expected  # each with its caption
     for name in ("sites", "final", "power-laws", "context", "nonlinearity", "dimension", "patterns", "regions"):
         assert name in page.ids
     assert all(link.lstrip("#") in page.ids for link in page.links)  # the navigation only points inside the page
@@ -194,7 +197,7 @@ def test_the_main_validation_metric_and_against(tmp_path, capsys) -> None:
     assert main_validation_metric(["train_loss"]) is None
     ckpt = _checkpoint(tmp_path / "run.ckpt", _history())
     assert main(["report", str(ckpt), "--out", str(tmp_path / "r"), "--against", "val_loss", "--quiet"]) == 0
-    assert (tmp_path / "r" / "against_val_loss.png").is_file() and not (tmp_path / "r" / "against_val_acc.png").exists()
+    assert (tmp_path / "r" / "against_val_loss.svg").is_file() and not (tmp_path / "r" / "against_val_acc.svg").exists()
     assert "main validation metric: <strong>val_loss</strong>, 0.275 at the last measurement" in (tmp_path / "r" / "report.html").read_text()
     assert main(["report", str(ckpt), "--out", str(tmp_path / "r2"), "--against", "val_f1", "--quiet"]) == 2
     assert "--against 'val_f1' is not a logged trainer metric of this run (available: train_loss, val_loss, val_acc)" in capsys.readouterr().err
@@ -207,15 +210,15 @@ def test_the_context_figure_pairs_each_metric_with_the_validation_metric_at_the_
     history = _history()
     data = ReportData.build(history, run_contents(history, SITES), "epoch")
     figure = against_figure(data, ["affinity", "linear_regions"], "val_acc")
-    affinity_axes, regions_axes = figure.axes[:2]
-    assert affinity_axes.get_xlabel() == "val_acc" and affinity_axes.get_title() == "affinity"
+    affinity_panel, regions_panel = figure.panels[:2]
+    assert affinity_panel.xlabel == "val_acc" and affinity_panel.title == "affinity"
     val = {row.step: row.value for row in history if row.metric == "val_acc"}
-    for axes, metric, sites in ((affinity_axes, "affinity", list(SITES)), (regions_axes, "linear_regions", ["network"])):
-        lines = [line for line in axes.get_lines() if line.get_linestyle() == "-"]
+    for panel, metric, sites in ((affinity_panel, "affinity", list(SITES)), (regions_panel, "linear_regions", ["network"])):
+        lines = [series for series in panel.series if series.dash == "-"]
         assert len(lines) == len(sites)
         for line, site in zip(lines, sorted(sites, key=lambda s: SITES.get(s, {"depth": 0})["depth"])):
             expected = [(val[r.step], r.value) for r in history if r.metric == metric and r.site == site and r.step in val]
-            assert list(zip(line.get_xdata(), line.get_ydata())) == expected  # 8 measurements: the one at initialisation has no val_acc
+            assert list(zip(line.x.tolist(), line.y.tolist())) == expected  # 8 measurements: the one at initialisation has no val_acc
 
 
 def test_fit_verdicts_follow_powerlaw_and_say_why(report) -> None:
@@ -268,7 +271,6 @@ def _report_of(tmp_path: Path, history: MetricHistory, sites: dict | None = SITE
 
 
 def test_one_figure_per_idea_with_integer_epoch_ticks() -> None:
-    from lightning_complexity.report import figure_png
     from lightning_complexity.report_figures import ReportData, family_figure, present_families
     from lightning_complexity.run_contents import run_contents
 
@@ -281,14 +283,13 @@ def test_one_figure_per_idea_with_integer_epoch_ticks() -> None:
     assert [p.metric for p in families["regions"]] == ["linear_regions"]  # per neuron: a second axis on the same panel
     for key, panels in families.items():
         figure = family_figure(data, next(f for f, _ in present_families(data) if f.key == key), panels)
-        figure_png(figure)  # drawn, so the tick locations are final
-        for axes in figure.axes:
-            ticks = [tick for tick in axes.get_xticks() if axes.get_xlim()[0] <= tick <= axes.get_xlim()[1]]
-            if axes.get_xlabel() == "epoch":
-                assert ticks and all(float(tick).is_integer() for tick in ticks), (key, ticks)
+        for panel in figure.panels:
+            x_scale = panel.scales()[0]
+            assert panel.xlabel == "epoch"
+            assert len(x_scale.ticks) >= 3 and all(float(tick).is_integer() and x_scale.low <= tick <= x_scale.high for tick in x_scale.ticks), (key, x_scale.ticks)
+            assert {x_scale.label(tick) for tick in x_scale.ticks} <= {str(e) for e in range(EPOCHS + 1)}
     regions = family_figure(data, next(f for f, _ in present_families(data) if f.key == "regions"), families["regions"])
-    secondary = [child for child in regions.axes[0].get_children() if type(child).__name__ == "SecondaryAxis"]
-    assert len(secondary) == 1  # per neuron, folded onto the count's panel
+    assert regions.panels[0].secondary == (pytest.approx(1 / 144, rel=1e-12), "per_neuron")  # per neuron, folded onto the count's panel
     # a non-proportional ratio is not folded: it keeps its own panel
     other = _history(proportional_ratio=False)
     data = ReportData.build(other, run_contents(other, SITES), "epoch")
@@ -302,7 +303,7 @@ def test_a_run_without_metadata_or_context_still_reports(tmp_path) -> None:
     assert "4 sites (module types unknown" in text and "no training context" in text
     sites = _table(page, "depth", "site", "module type")
     assert [row[2] for row in sites["rows"]] == ["unknown"] * 4
-    assert not (tmp_path / "out" / "training.png").exists()
+    assert not (tmp_path / "out" / "training.svg").exists()
 
 
 def test_site_metadata_is_read_from_tensorboard(tmp_path) -> None:
@@ -351,7 +352,7 @@ def test_progress_is_a_tqdm_bar_on_a_terminal_and_silent_in_logs() -> None:
     counted = []
     for stream in (terminal, log):
         progress = Progress(3, "report", stream=stream)
-        for name in ("a.png", "b.png", "c.png"):
+        for name in ("a.svg", "b.svg", "c.svg"):
             progress.advance(name)
         counted.append(progress._bar.n if progress._bar is not None else None)
         progress.close()
@@ -366,12 +367,12 @@ def test_every_figure_and_table_of_the_comparison_is_on_the_page(tmp_path) -> No
     out = tmp_path / "cmp"
     assert main(["compare", str(a), str(b), "--labels", "a,b", "--out", str(out), "--quiet"]) == 0
     page = _parse(out / "comparison.html")
-    pngs = sorted(out.glob("*.png"))
+    svgs = sorted(out.glob("*.svg"))
     # every metric but bookkeeping, trainer keys (one training figure) and the folded ratios
-    expected = {"compare_training.png", *(f"compare_{m}.png" for m in ("affinity", "affinity_signature", "effective_dimension", "activation_pattern_entropy", "linear_regions"))}
-    assert {p.name for p in pngs} == expected
-    assert sorted(png for _, png in page.images) == sorted(p.read_bytes() for p in pngs)
-    assert {re.search(r"(\S+\.png)$", c).group(1) for c in page.captions} == expected
+    expected = {"compare_training.svg", *(f"compare_{m}.svg" for m in ("affinity", "affinity_signature", "effective_dimension", "activation_pattern_entropy", "linear_regions"))}
+    assert {p.name for p in svgs} == expected
+    assert sorted(svg for _, svg in page.images) == sorted(p.read_bytes() for p in svgs)
+    assert {re.search(r"(\S+\.svg)$", c).group(1) for c in page.captions} == expected
     overview = _table(page, "run", "validation metric", "its final value")
     assert [row[0] for row in overview["rows"]] == ["a", "b"] and {row[-2] for row in overview["rows"]} == {"val_acc"}
     per_metric = [t for t in page.tables if t["header"][:1] == ["site"]]

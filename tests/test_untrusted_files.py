@@ -32,6 +32,7 @@ import torch
 from lightning_complexity import MetricHistory
 from lightning_complexity.cli import main
 from lightning_complexity.safe_names import SPREADSHEET_TRIGGERS, legend_text, printable
+from svg_checks import SVG, assert_drawn, parse
 
 MONITOR_KEY = "ComplexityMonitor{'metrics': ['affinity']}"
 HOSTILE_NAMES = ["gelu\udcff", "cost $x$", "$a", "=HYPERLINK(\"http://x\")", "_hidden", "-neg", "+plus", "@at", "'quoted", "tab\tin", "back\\slash"]
@@ -269,7 +270,7 @@ def test_failing_report_and_table_writes_leave_the_previous_files(tmp_path, monk
     write_table(_history().power_law_fits(), tmp_path / "fits.csv")
     write_table(_history().power_law_fits(), tmp_path / "fits.parquet")
     previous = {p: p.read_bytes() for p in [*out.iterdir(), tmp_path / "fits.csv", tmp_path / "fits.parquet"]}
-    assert any(p.suffix == ".png" for p in previous) and out / "report.html" in previous
+    assert any(p.suffix == ".svg" for p in previous) and out / "report.html" in previous
 
     import csv
 
@@ -412,9 +413,13 @@ def test_hostile_names_in_every_figure(hostile_history) -> None:
     figures += [signature_heatmap(hostile_history, metric) for metric in hostile_history.metrics()]
     figures += [power_law_figure(hostile_history, metric) for metric in hostile_history.metrics()]
     figures.append(error_curves_figure({site: (np.array([1, 2, 4]), np.array([0.5, 0.2, 0.01])) for site in HOSTILE_NAMES}, 0.05))
-    figures.append(comparison_figure([hostile_history, hostile_history], ["$run$", "_b"], "affinity", max_panels=20))
     for figure in figures:
         assert figure_png(figure).startswith(b"\x89PNG")  # mathtext would raise while drawing
+    # the console's SVG charts: every name is text in a well-formed document, exactly as printable() writes it
+    chart = comparison_figure([hostile_history, hostile_history], ["$run$", "_b"], "affinity", max_panels=20)
+    texts = [element.text for element in parse(chart.svg()).iter(SVG + "text")]
+    for name in ["$run$", "_b", *(printable(site) for site in HOSTILE_NAMES if not any(ord(c) < 32 for c in site))]:
+        assert name in texts, name
     legend = [text.get_text() for text in figures[0].axes[0].get_legend().get_texts()]
     assert legend == [legend_text(site) for site in HOSTILE_NAMES]
     assert len(legend) == len(HOSTILE_NAMES)  # "_hidden" is listed, not dropped
@@ -432,8 +437,6 @@ def test_a_report_of_hostile_names_has_every_figure_and_escaped_html(hostile_his
 
 # ---------------------------------------------------------------------- Inf and NaN
 def test_a_report_of_inf_and_nan_stretches_draws_what_is_finite(tmp_path) -> None:
-    from matplotlib.image import imread
-
     from lightning_complexity.report import curves_figure
 
     rows = []
@@ -457,11 +460,9 @@ def test_a_report_of_inf_and_nan_stretches_draws_what_is_finite(tmp_path) -> Non
     assert main(["report", str(ckpt), "--out", str(out), "--quiet"]) == 0
     page = (out / "report.html").read_text(encoding="utf-8")
     assert 'class="error"' not in page
-    pngs = sorted(out.glob("*.png"))
-    assert len(pngs) >= 4
-    for png in pngs:
-        assert float(imread(png).var()) > 0, png
-    assert {p.name for p in pngs} == {"nonlinearity.png", "dimension.png", "entropic.png", "signature_affinity.png", "powerlaw_exponents.png", "powerlaw_fits.png"}
+    svgs = sorted(out.glob("*.svg"))
+    assert_drawn(svgs)  # finite coordinates only: NaN and Inf are gaps
+    assert {p.name for p in svgs} == {"nonlinearity.svg", "dimension.svg", "entropic.svg", "signature_affinity.svg", "powerlaw_exponents.svg", "powerlaw_fits.svg"}
     for metric, site in [("affinity", "a"), ("entropic_complexity", "b")]:
         figure = curves_figure(history, metric)
         drawn = {line.get_label(): line.get_ydata() for line in figure.axes[0].get_lines()}
