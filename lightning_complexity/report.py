@@ -82,15 +82,6 @@ def time_axis(history: MetricHistory) -> str:
     return "epoch" if len(set(epoch_of_step.values())) == len(epoch_of_step) else "step"
 
 
-def site_colours(count: int) -> list[Any]:
-    """``count`` distinguishable colours: tab10 up to 10, else viridis in forward order."""
-    from matplotlib import colormaps
-
-    if count <= 10:
-        return [colormaps["tab10"](i) for i in range(count)]
-    return [colormaps["viridis"](i / max(1, count - 1)) for i in range(count)]
-
-
 def curves_figure(history: MetricHistory, metric: str, by: str = "epoch") -> Figure:
     """Every site's curve of ``metric`` against ``by`` (``"epoch"`` or ``"step"``), in one plot.
 
@@ -108,6 +99,7 @@ def curves_figure(history: MetricHistory, metric: str, by: str = "epoch") -> Fig
     from matplotlib.ticker import MaxNLocator
 
     from lightning_complexity.figures import drawable
+    from lightning_complexity.svg.colours import site_colours
 
     curves = [(site, t, drawable(y)) for (name, site), (t, y) in history.curves(by).items() if name == metric]
     figure = Figure(figsize=(7.5, 4.2), dpi=100, layout="constrained")

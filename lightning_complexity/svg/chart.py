@@ -100,7 +100,6 @@ class Panel:
     row_labels: list[tuple[float, str, str]] = field(default_factory=list)  # (y, text, colour)
     secondary: tuple[float, str] | None = None  # (factor, label): right axis = left × factor
     own_legend: bool = False
-    visible: bool = True
 
     def line(self, x, y, colour: str, dash: str | None = "-", width: float = 1.3, marker: bool = False, marker_size: float = 6.0,
              hollow: bool = False, opacity: float = 1.0, label: str | None = None) -> Series:
@@ -159,8 +158,6 @@ class Panel:
     # ------------------------------------------------------------------ drawing
     def draw(self, left: float, top: float, width: float, height: float, clip_id: str) -> list[str]:
         """SVG elements of the panel whose plot area is (left, top, width, height)."""
-        if not self.visible:
-            return []
         xs, ys = self.scales()
         bottom = top + height
 
@@ -309,18 +306,22 @@ class Chart:
     def rows(self) -> int:
         return -(-len(self.panels) // self.columns)
 
+    @property
+    def _bottom(self) -> float:
+        """px below each plot: tick labels, and the x label when a panel has one."""
+        return 10 + TICK_SIZE + (LABEL_SIZE + 8 if any(p.xlabel for p in self.panels) else 0)
+
     def _layout(self) -> tuple[float, float, float, float, float]:
-        """(left gutter, right gutter, heading height, width, height) in px."""
-        scales = [panel.scales()[1] for panel in self.panels if panel.visible]
-        left = max([panel.left_gutter(y) for panel, y in zip((p for p in self.panels if p.visible), scales)] or [20.0])
-        right = max([panel.right_gutter(y) for panel, y in zip((p for p in self.panels if p.visible), scales)] or [0.0]) + 14
+        """(left gutter, right gutter, heading height, width, height) in px: the same gutters for every panel, so columns align."""
+        y_scales = [panel.scales()[1] for panel in self.panels]
+        left = max(panel.left_gutter(y) for panel, y in zip(self.panels, y_scales))
+        right = max(panel.right_gutter(y) for panel, y in zip(self.panels, y_scales)) + 14
         heading = 34.0 if self.title else 8.0
         column = left + self.panel_size[0] + right
         width = self.columns * column + _legend_width(self.legend) + (12 if self.legend else 0)
         if self.title:
             width = max(width, markup.text_width(self.title, HEADING_SIZE) + 20)
-        bottom = 10 + TICK_SIZE + (LABEL_SIZE + 8 if any(p.xlabel for p in self.panels) else 0)
-        row = 26 + self.panel_size[1] + bottom
+        row = 26 + self.panel_size[1] + self._bottom
         height = heading + self.rows * row
         legend_height = _ROW * len(self.legend) + 20
         return left, right, heading, width, max(height, heading + legend_height)
@@ -329,7 +330,7 @@ class Chart:
         """The chart as a standalone SVG document."""
         left, right, heading, width, height = self._layout()
         pw, ph = self.panel_size
-        bottom = 10 + TICK_SIZE + (LABEL_SIZE + 8 if any(p.xlabel for p in self.panels) else 0)
+        bottom = self._bottom
         out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{markup.number(width)}" height="{markup.number(height)}" viewBox="0 0 {markup.number(width)} {markup.number(height)}" font-family="{markup.FONT}">',
                f'<rect width="{markup.number(width)}" height="{markup.number(height)}" fill="white"/>']
         if self.title:
