@@ -226,7 +226,7 @@ class EpochTimer(pl.Callback):
 _HOOKS = ("on_fit_start", "on_train_start", "on_train_batch_end", "on_train_epoch_end", "on_validation_epoch_start",
           "on_validation_batch_start", "on_validation_batch_end", "on_validation_end", "on_train_end", "on_fit_end", "teardown")
 # Methods of the monitor timed on the training thread.
-_PARTS = ("_compute_layer_algebra", "_run_own_pass", "_measure", "_draw_power_laws")
+_PARTS = ("_compute_layer_algebra", "_run_own_pass", "_measure")
 # Methods of its measurement pipeline: the job runs in the background thread, publishing on the training thread.
 _PIPELINE_PARTS = ("_job", "_values", "_fits", "_figures", "_publish")
 
@@ -297,6 +297,10 @@ class RunResult:
     bare_forward: float = float("nan")
     lsa_calls: int = 0
     loop_seconds: float = 0.0
+    #: CPU seconds of the whole process (every thread) during the fit.
+    cpu: float = 0.0
+    #: seconds the end-of-fit power-law figures still took after fit returned (waited for, not in ``wall``).
+    figures_after_fit: float = 0.0
     #: per measurement: seconds on the training loop (capture + hand-over) and in the background.
     costs: list[tuple[int, float, float]] = field(default_factory=list)
     times: dict[str, float] = field(default_factory=dict)
@@ -352,10 +356,14 @@ def run_fit(case: Case, monitored: bool, epochs: int, seed: int = 0, profiler: c
             log_every_n_steps=10,
         )
         with instrument.patched() if instrument else contextlib.nullcontext():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             trainer.fit(model, datamodule=data)
-            wall = time.perf_counter() - start
-    result = RunResult(monitored, wall, timer.train, timer.val)
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            after_fit = time.perf_counter()
+            if monitor is not None:  # the next fit must not share the CPU with this one's figures
+                monitor.wait_for_figures()
+            after_fit = time.perf_counter() - after_fit
+    result = RunResult(monitored, wall, timer.train, timer.val, cpu=cpu, figures_after_fit=after_fit)
     if monitor is not None:
         result.measurements = len(monitor.history.steps())
         result.sites = len(monitor.sites.get("affinity", []))
@@ -396,8 +404,7 @@ def breakdown(runs: list[RunResult]) -> list[tuple[str, float, float]]:
         ("    of which own passes (probe forward with capture: start of fit, epochs without validation)", med(lambda r: t(r, "_run_own_pass"))),
         ("    the bare forward of the probe (no hooks), one pass", med(lambda r: r.bare_forward)),
         ("  publishing results (scalars, layout) on the loop", med(lambda r: t(r, "pipeline:_publish"))),
-        ("  end-of-training power-law figures", med(lambda r: t(r, "_draw_power_laws"))),
-        ("  waiting for the background at fit end", med(lambda r: t(r, "hook:on_fit_end") + t(r, "hook:on_train_end") - t(r, "_draw_power_laws"))),
+        ("  waiting for the background at fit end", med(lambda r: t(r, "hook:on_fit_end") + t(r, "hook:on_train_end"))),
         ("IN THE BACKGROUND (the measurement jobs)", med(lambda r: t(r, "pipeline:_job"))),
         ("  metrics (compute_metrics)", med(lambda r: t(r, "pipeline:_values"))),
     ]
@@ -408,6 +415,7 @@ def breakdown(runs: list[RunResult]) -> list[tuple[str, float, float]]:
     parts += [
         ("  power-law fits", med(lambda r: t(r, "pipeline:_fits"))),
         ("  figures", med(lambda r: t(r, "pipeline:_figures"))),
+        ("AFTER FIT (not in the fit time): the power-law figures still drawing when fit returned", med(lambda r: r.figures_after_fit)),
     ]
     for label, value in parts:
         rows.append((label, value, value / measurements if value is not None else float("nan")))
@@ -552,6 +560,8 @@ def main() -> None:
             off_wall = statistics.median(r.wall for r in off_runs)
             on_wall = statistics.median(r.wall for r in on_runs)
             per_measurement = (on_wall - off_wall) / on0.measurements
+            off_cpu = statistics.median(r.cpu for r in off_runs)
+            on_cpu = statistics.median(r.cpu for r in on_runs)
             waits = sorted(c[1] for r in on_runs for c in r.costs)
             loop_wait = statistics.median(waits) if waits else float("nan")
             summary_rows.append([
@@ -567,6 +577,7 @@ def main() -> None:
                 f"**{statistics.median(ratios):.3f}** [{min(ratios):.3f}–{max(ratios):.3f}]",
                 f"{per_measurement:.3f}",
                 f"{loop_wait:.3f} (max {max(waits) if waits else float('nan'):.3f})",
+                f"{off_cpu:.1f} / {on_cpu:.1f}",
             ])
             rows = [[label, f"{value:.3f}" if value is not None else "—", f"{per:.4f}" if value is not None else "—"]
                     for label, value, per in breakdown(on_runs)]
@@ -586,7 +597,7 @@ def main() -> None:
         print(format_table(
             ["case", "sites", "probe rows", "train/val", "epochs", "measurements", "epoch s (train + val), off",
              "fit s, off", "fit s, on", "ratio on/off median [min–max]", "s per measurement (fit difference)",
-             "s the loop waits per measurement, median (max)"],
+             "s the loop waits per measurement, median (max)", "process CPU s, off / on"],
             summary_rows,
         ))
         print()

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -29,6 +28,7 @@ from typing_extensions import override
 from lightning_complexity.capture import ActivationCapture, SiteData, SiteNeeds
 from lightning_complexity.context import check_context_metrics, context_values
 from lightning_complexity.distributed import all_ranks, gather_sites
+from lightning_complexity.end_figures import EndOfFitFigures
 from lightning_complexity.errors import bad_argument
 from lightning_complexity.history import MetricHistory
 from lightning_complexity.isolation import isolated
@@ -38,9 +38,8 @@ from lightning_complexity.probe_step import ProbeStep, check_probe_step
 from lightning_complexity.site_metrics import SiteMetric, resolve_metrics
 from lightning_complexity.sites import LayerSpec, admits_functional, describe_available, resolve_layer_spec, select_modules
 from lightning_complexity.recording import SAMPLES_METRIC, Measurement, MeasurementPipeline
-from lightning_complexity.safe_names import printable
 from lightning_complexity.schedule import EveryNSteps, resolve_schedule
-from lightning_complexity.tensorboard import FIGURE_PREFIX, PREFIX, SITES_TAG, tensorboard_writers
+from lightning_complexity.tensorboard import PREFIX, SITES_TAG, tensorboard_writers
 
 __all__ = ["ComplexityMonitor"]
 
@@ -236,6 +235,7 @@ class ComplexityMonitor(Callback):
             power_law_window=self.power_law_window,
             warn=self._warn_once,
         )
+        self._end_figures = EndOfFitFigures(background=self.background)
         self._trainer: pl.Trainer | None = None
         self._loop_seconds = 0.0
         self._fit_started = 0.0
@@ -702,23 +702,28 @@ class ComplexityMonitor(Callback):
         writers = tensorboard_writers(trainer.loggers) if trainer.is_global_zero else []
         if not (writers and self.log_figures and self.power_law) or not len(self._history):
             return
-        try:
-            self._draw_power_laws(trainer, writers)
-        except Exception as error:  # noqa: BLE001 - nothing after training may fail the fit
-            self._warn_once(("powerlaw figures",), f"lightning_complexity: the power-law figures failed ({type(error).__name__}: {error}).")
+        # Drawn after fit returns, from a copy: training is over and nothing in the fit needs them.
+        self._end_figures.submit(
+            MetricHistory(self._history.rows),
+            [writer.log_dir for writer in writers],
+            axis=self.power_law_axis,
+            window=self.power_law_window,
+            step=trainer.global_step,
+            warn=self._warn_once,
+        )
 
-    def _draw_power_laws(self, trainer: pl.Trainer, writers: list[Any]) -> None:
-        from lightning_complexity.figures import power_law_figure
+    def wait_for_figures(self) -> None:
+        """Block until the power-law figures of finished fits are written to TensorBoard.
 
-        fits = self._history.power_law_fits(self.power_law_axis, self.power_law_window)
-        drawable = set(fits.loc[np.isfinite(fits["exponent"].to_numpy(dtype=float)), "metric"])  # metrics with at least one fit
-        for metric in [m for m in self._history.metrics() if m in drawable and m != SAMPLES_METRIC]:
-            try:
-                figure = power_law_figure(self._history, metric, self.power_law_axis, self.power_law_window)
-                for writer in writers:
-                    writer.add_figure(f"{FIGURE_PREFIX}/powerlaw/{printable(metric)}", figure, global_step=trainer.global_step, close=False)
-            except Exception as error:  # noqa: BLE001 - a figure must never stop training
-                self._warn_once((metric, "<powerlaw figure>"), f"lightning_complexity: the power-law figure of `{metric}` failed ({type(error).__name__}: {error}).")
+        They are drawn in the background after ``trainer.fit`` returns (``background=True``);
+        Python also waits for them before it exits. Call this before reading the event files.
+
+        Example::
+
+            trainer.fit(model)
+            monitor.wait_for_figures()
+        """
+        self._end_figures.wait()
 
     def _compute_network_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[dict[tuple[str, str], float], list[SiteProblem]]:
         """Network-level metrics need the live model, so they run here, on the training thread."""

@@ -198,6 +198,43 @@ def mean_samples(tensor: Tensor, layout: SampleLayout, channel_dim: int | None =
     return x.to(torch.float64, copy=True)
 
 
+# Float32 mask reused by the hooks on the CPU: 2^21 values (8 MiB), filled a slice of inputs at a time.
+_MASK_VALUES = 2**21
+_masks: dict[torch.device, Tensor] = {}
+
+
+def _positive_counts(x: Tensor, axis: int) -> Tensor:
+    """``(x > 0).sum(axis)`` as int64, exact, fast on the CPU.
+
+    On the CPU the comparison is written into a reused float32 mask: torch's bool kernels are not
+    vectorised there, and a fresh mask the size of the map is page-faulted in at every call
+    (together 3-4x slower than the compare and sum themselves, measured on 64×16×32×32 maps). Sums
+    of 0/1 in float32 are exact below 2^24 inputs. Accelerators take the plain expression.
+
+    Example:
+        >>> _positive_counts(torch.tensor([[1.0, -1.0], [2.0, 0.0]]), 0).tolist()
+        [2, 0]
+    """
+    if x.device.type != "cpu":
+        return (x > 0).sum(dim=axis, dtype=torch.int64)
+    inputs = x.shape[axis]
+    per_input = max(1, x.numel() // max(1, inputs))
+    step = max(1, _MASK_VALUES // per_input)
+    if step * per_input > _MASK_VALUES:  # one input is larger than the mask: no reuse
+        return torch.gt(x, 0, out=torch.empty_like(x, dtype=torch.float32)).sum(dim=axis).to(torch.int64)
+    scratch = _masks.get(x.device)
+    if scratch is None:
+        scratch = _masks[x.device] = torch.empty(_MASK_VALUES, dtype=torch.float32)
+    total: Tensor | None = None
+    for start in range(0, inputs, step):
+        chunk = x.narrow(axis, start, min(step, inputs - start))
+        mask = torch.gt(chunk, 0, out=scratch[: chunk.numel()].view(chunk.shape))
+        partial = mask.sum(dim=axis)
+        total = partial if total is None else total.add_(partial)
+    assert total is not None
+    return total.to(torch.int64)
+
+
 def gate_counts(tensor: Tensor, layout: SampleLayout, channel_dim: int | None = None, keep: int | None = None, check_finite: bool = True) -> tuple[Tensor, Tensor, int, int, Tensor]:
     """How often each unit of ``tensor`` is positive over its inputs.
 
@@ -211,8 +248,7 @@ def gate_counts(tensor: Tensor, layout: SampleLayout, channel_dim: int | None = 
     if x.ndim == 1:
         x, axis = x.unsqueeze(1), 0
     feature = _feature_axis(x.ndim, axis, channel_dim if layout.split == 1 else None)
-    # int32 partial counts are exact (a batch holds far fewer than 2^31 inputs) and faster to sum.
-    units = (x > 0).sum(dim=axis, dtype=torch.int32).to(torch.int64)
+    units = _positive_counts(x, axis)
     feature_in_units = feature - (feature > axis)
     others = [a for a in range(units.ndim) if a != feature_in_units]
     features = units.sum(dim=others) if others else units

@@ -94,6 +94,28 @@ def test_reduction_rules() -> None:
     assert reduce_to_samples(torch.randn(5, dtype=torch.bfloat16)).dtype == torch.float64
 
 
+@pytest.mark.parametrize(
+    "shape, axis, dtype",
+    [((64, 16, 32, 32), 0, torch.float32), ((7, 300, 5), 1, torch.float32), ((40, 3, 9), 0, torch.bfloat16)],
+)
+def test_gate_counts_equal_a_plain_count_across_mask_chunks(monkeypatch, shape, axis, dtype) -> None:
+    import lightning_complexity.reduction as reduction
+    from lightning_complexity.reduction import SampleLayout, gate_counts
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(*shape, generator=g).to(dtype)
+    x.view(-1)[::97] = 0.0  # exact zeros are not positive
+    x.view(-1)[5] = float("nan")  # nor is NaN
+    expected = (x > 0).sum(dim=axis)
+    for mask_values in (2**21, 1000, 7):  # one slice, several, and one input larger than the mask
+        monkeypatch.setattr(reduction, "_MASK_VALUES", mask_values)
+        monkeypatch.setattr(reduction, "_masks", {})
+        units, features, inputs, _, _ = gate_counts(x, SampleLayout(axis))
+        assert inputs == shape[axis]
+        assert torch.equal(units, expected.flatten().long())
+        assert units.sum() == features.sum() == (x > 0).sum()
+
+
 def test_bf16_activations_are_captured_in_float64() -> None:
     model = nn.Sequential(nn.Linear(3, 3), nn.GELU()).to(torch.bfloat16)
     capture = ActivationCapture(model, {"1": SiteNeeds(input=True)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -267,6 +268,7 @@ def test_power_law_fits_are_logged_and_equal_the_history_table(tmp_path) -> None
     monitor = ComplexityMonitor(metrics="effective_dimension")
     _fit(tmp_path, monitor, logger=logger, max_epochs=5)
     logger.experiment.flush()
+    monitor.wait_for_figures()  # drawn in the background after fit returns, into a file of their own
     events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     fits = monitor.history.power_law_fits().set_index(["metric", "site"])
@@ -283,6 +285,27 @@ def test_power_law_fits_are_logged_and_equal_the_history_table(tmp_path) -> None
         slope = np.polyfit(np.log(t[t > 0]), np.log(y[t > 0]), 1)[0]
         assert fit["exponent"] == pytest.approx(slope, rel=1e-9, abs=1e-12)
     assert "complexity_figures/powerlaw/effective_dimension" in events.Tags()["images"]
+
+
+def test_power_law_figures_come_after_fit_in_their_own_event_file_and_equal_the_inline_ones(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images = {}
+    for background in (True, False):
+        logger = TensorBoardLogger(tmp_path / str(background), name="tb")
+        monitor = ComplexityMonitor(metrics="effective_dimension", background=background)
+        _fit(tmp_path, monitor, logger=logger, max_epochs=5)
+        if background:
+            monitor.wait_for_figures()
+        assert monitor._end_figures.pending == 0  # inline: written before fit returned
+        files = [p.name for p in Path(logger.log_dir).glob("events.out.tfevents.*")]
+        assert len(files) == 2 and sum(f.endswith(".powerlaw_figures") for f in files) == 1  # the logger's, and theirs
+        events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+        events.Reload()
+        (image,) = events.Images("complexity_figures/powerlaw/effective_dimension")
+        assert image.step == monitor.history.steps()[-1]
+        images[background] = image.encoded_image_string
+    assert images[True] == images[False]  # the same figure, drawn from the same finished history
 
 
 def test_csv_logger_receives_the_scalars(tmp_path) -> None:

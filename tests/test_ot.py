@@ -98,11 +98,32 @@ def test_float32_screen_refuses_near_ties() -> None:
     b[0, 1] = b[0, 0] + 1e-9  # points 0 and 1 of b nearly coincide ...
     a[0, 1] = a[0, 0] + 2e-9  # ... and so do points 0 and 1 of a
     assert _screened_assignment(a, b)[1].tolist() == [False]
+    assert _screened_assignment(a, b)[2].tolist() == [False]  # the float64 certificate still gets its try
     cost = squared_distances(a, b)[0].numpy()
     _, cols = linear_sum_assignment(cost)
     scipy_cost = (a[0] - b[0, torch.from_numpy(cols)]).square().sum(-1).mean().item()
     # Equal up to the expanded matrix's cancellation (~1e-15 here); ours is the identity, 5e-19.
     assert 0.0 <= exact_ot_cost(a, b).item() <= scipy_cost + 1e-15
+
+
+def test_shared_sure_neighbours_skip_the_float64_certificate_and_the_solver_stays_exact() -> None:
+    # Every point of b sits in one of 3 tight clusters: many rows of a share their nearest
+    # neighbour beyond doubt, so the nearest neighbours are no permutation in any precision. The
+    # screen says so ("hopeless"), the float64 certificate is skipped, and scipy still decides.
+    g = torch.Generator().manual_seed(12)
+    a = torch.randn(2, 200, 8, generator=g, dtype=torch.float64)
+    centres = 10 * torch.randn(3, 8, generator=g, dtype=torch.float64)
+    b = centres[torch.arange(200) % 3] + 0.01 * torch.randn(2, 200, 8, generator=g, dtype=torch.float64)
+    permutation, certified, hopeless = _screened_assignment(a, b)
+    assert hopeless.tolist() == [True, True] and not certified.any()
+    for k in range(2):
+        _, cols = linear_sum_assignment(squared_distances(a[k : k + 1], b[k : k + 1])[0].numpy())
+        scipy_cost = (a[k] - b[k, torch.from_numpy(cols)]).square().sum(-1).mean().item()
+        assert exact_ot_cost(a[k : k + 1], b[k : k + 1]).item() == pytest.approx(scipy_cost, rel=1e-12)
+    # Near-identity clouds: certified outright, nothing hopeless.
+    near = a + 1e-3 * torch.randn(2, 200, 8, generator=g, dtype=torch.float64)
+    _, certified, hopeless = _screened_assignment(a, near)
+    assert certified.all() and not hopeless.any()
 
 
 def test_float32_screen_is_off_under_reduced_matmul_precision() -> None:

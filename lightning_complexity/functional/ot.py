@@ -220,14 +220,17 @@ def _screened_assignment(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     best entry beats the runner-up by more than ``2·E_i`` has the same argmin in exact arithmetic. If
     every row is certified this way and the argmins form a permutation, it is optimal (see
     ``_certified_assignment``); the float64 cost is then recomputed from the matched pairs by the
-    caller. Returns ``(permutation, certified)``; uncertified problems go to the float64 path.
+    caller. Returns ``(permutation, certified, hopeless)``: uncertified problems go to the float64
+    path, except the *hopeless* ones, where two rows that are sure of their float32 nearest
+    neighbour share it, so the float64 nearest neighbours cannot form a permutation either (after
+    training this is the usual case: hundreds of shared neighbours among 1,024 rows, and the two
+    float64 ``argmin`` passes cost a quarter of the solver's time for nothing).
     """
     roundoff = _float32_matmul_roundoff(a.device)
     d = a.shape[-1]
     if d * roundoff >= 0.1:  # the bound would be useless (bf16 or TF32 in high d)
-        return torch.zeros(a.shape[:2], dtype=torch.long, device=a.device), torch.zeros(
-            a.shape[0], dtype=torch.bool, device=a.device
-        )
+        unknown = torch.zeros(a.shape[0], dtype=torch.bool, device=a.device)
+        return torch.zeros(a.shape[:2], dtype=torch.long, device=a.device), unknown, unknown
     batch, n = a.shape[:2]
     b_sq = b.square().sum(-1)
     scores = torch.baddbmm(
@@ -250,27 +253,42 @@ def _screened_assignment(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     permutation = torch.arange(n, device=a.device).expand(batch, n).clone()
 
     rest = (~certified).nonzero().squeeze(-1)  # one sync; the general case only where needed
+    hopeless = torch.zeros_like(certified)
     if rest.numel():
         best_two = scores[rest].topk(2, dim=-1, largest=False)  # ascending: best, runner-up
         margin = best_two.values[..., 1].to(torch.float64) - best_two.values[..., 0].to(torch.float64)
         nearest = best_two.indices[..., 0]
         permutation[rest] = nearest
-        certified[rest] = (margin > 2.0 * error[rest]).all(dim=-1) & _is_permutation(nearest)  # NaN fails
-    return permutation, certified
+        sure = margin > 2.0 * error[rest]  # rows whose float32 nearest neighbour is exact
+        certified[rest] = sure.all(dim=-1) & _is_permutation(nearest)  # NaN fails
+        hopeless[rest] = _collides(nearest, sure)
+    return permutation, certified, hopeless
+
+
+def _collides(index: Tensor, sure: Tensor) -> Tensor:
+    """Per row of ``(b, n)`` indices: do two entries marked ``sure`` share a value?
+
+    Then no float64 recomputation can make the row-wise nearest neighbours a permutation.
+    """
+    counts = torch.zeros_like(index).scatter_add_(-1, index, sure.long())
+    return (counts > 1).any(dim=-1)
 
 
 def _assign_chunk(a: Tensor, b: Tensor, pool: ThreadPoolExecutor) -> Tensor:
     """Optimal permutations for one chunk of problems (see :func:`exact_assignment`)."""
-    permutation, certified = _screened_assignment(a, b)
+    permutation, certified, hopeless = _screened_assignment(a, b)
     pending = (~certified).nonzero().squeeze(-1)  # a sync (after the screen's own one)
     if pending.numel() == 0:  # the common case in high d: settled on the device
         return permutation
     cost = squared_distances(a[pending], b[pending])
-    by_neighbours, certified = _certified_assignment(cost)
-    permutation[pending] = by_neighbours
+    certified = torch.zeros(pending.numel(), dtype=torch.bool, device=a.device)
+    hopeful = (~hopeless[pending]).nonzero().squeeze(-1)
+    if hopeful.numel():
+        by_neighbours, certified[hopeful] = _certified_assignment(cost[hopeful])
+        permutation[pending[hopeful]] = by_neighbours
     unsolved = (~certified).nonzero().squeeze(-1)
     if unsolved.numel():
-        host = cost[unsolved].cpu().numpy()  # one transfer per chunk
+        host = (cost if unsolved.numel() == pending.numel() else cost[unsolved]).cpu().numpy()  # one transfer per chunk
         solved = np.stack(list(pool.map(_solve_assignment, list(host))))
         permutation[pending[unsolved]] = torch.from_numpy(solved).to(permutation.device)
     return permutation
