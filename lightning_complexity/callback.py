@@ -335,7 +335,7 @@ class ComplexityMonitor(Callback):
         self._trainer = trainer
         self._fit_started = time.perf_counter()
         self._loop_seconds = 0.0
-        self._pipeline.costs.clear()
+        self._pipeline.start_fit()
         self._start_history(trainer)
         self._remove_hooks()
         self._probe = self._build_probe(trainer)
@@ -699,24 +699,29 @@ class ComplexityMonitor(Callback):
     @_on_training_loop
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._drain(trainer, wait=True)
+        deferred, self._pipeline.pending_figures = self._pipeline.pending_figures, []
         writers = tensorboard_writers(trainer.loggers) if trainer.is_global_zero else []
-        if not (writers and self.log_figures and self.power_law) or not len(self._history):
+        power_laws = self.log_figures and self.power_law and len(self._history) > 0
+        if not writers or not (deferred or power_laws):
             return
         # Drawn after fit returns, from a copy: training is over and nothing in the fit needs them.
         self._end_figures.submit(
-            MetricHistory(self._history.rows),
+            MetricHistory(self._history.rows) if power_laws else None,
             [writer.log_dir for writer in writers],
             axis=self.power_law_axis,
             window=self.power_law_window,
             step=trainer.global_step,
             warn=self._warn_once,
+            deferred=deferred,
         )
 
     def wait_for_figures(self) -> None:
-        """Block until the power-law figures of finished fits are written to TensorBoard.
+        """Block until the figures of finished fits are written to TensorBoard.
 
-        They are drawn in the background after ``trainer.fit`` returns (``background=True``);
-        Python also waits for them before it exits. Call this before reading the event files.
+        The power-law figures, and figures whose rendering would have cost more than 5 % of the
+        time between measurements (the heatmaps of short epochs), are drawn in the background after
+        ``trainer.fit`` returns (``background=True``), each at its own step; Python also waits for
+        them before it exits. Call this before reading the event files.
 
         Example::
 

@@ -41,13 +41,21 @@ from lightning_complexity.site_metrics import SiteMetric
 from lightning_complexity.tensorboard import EPOCH_TAG, FIGURE_PREFIX, custom_scalars_layout, powerlaw_tag, scalar_tag, tensorboard_writers
 from lightning_complexity.worker import MeasurementWorker
 
-__all__ = ["LOOP_TAG", "BACKGROUND_TAG", "SAMPLES_METRIC", "Measurement", "MeasurementPipeline"]
+__all__ = ["LOOP_TAG", "BACKGROUND_TAG", "SAMPLES_METRIC", "Measurement", "MeasurementPipeline", "PendingFigure"]
 
 #: the history metric that says how many samples each site's values rest on.
 SAMPLES_METRIC = "samples"
 #: seconds the training loop spent on a measurement, and seconds its job took in the background.
 LOOP_TAG = "complexity_meta/loop_seconds"
 BACKGROUND_TAG = "complexity_meta/background_seconds"
+
+# A figure is rendered during training only while rendering takes at most this share of the time
+# between two measurements (matplotlib needs ~0.3 s a figure on a 2-core CPU: every 5th heatmap of
+# the digits demo, 0.3 s epochs, would cost 20 % of its fit); otherwise it waits, already built,
+# and is rendered at its own step after fit returns. The estimate starts at 0.3 s; at most 50 wait.
+_LIVE_FIGURE_SHARE = 0.05
+_FIRST_RENDER_SECONDS = 0.3
+_MAX_PENDING_FIGURES = 50
 
 
 @dataclass
@@ -65,6 +73,17 @@ class Measurement:
     loop_seconds: float = 0.0
     #: for a failed measurement: the (metric, site) keys whose rows are NaN.
     failed_keys: list[tuple[str, str]] | None = None
+
+
+@dataclass
+class PendingFigure:
+    """A built figure not yet rendered: ``tag`` in TensorBoard, the measurement's ``step``, and the
+    ``metric`` that drew it (for warnings)."""
+
+    tag: str
+    figure: Any
+    step: int
+    metric: str
 
 
 @dataclass
@@ -129,6 +148,16 @@ class MeasurementPipeline:
         self._layout_tags: dict[str, list[str]] = {}
         #: ``(step, loop seconds, background seconds)`` of every finished measurement.
         self.costs: list[tuple[int, float, float]] = []
+        #: figures built but not rendered yet (see ``_LIVE_FIGURE_SHARE``), oldest first.
+        self.pending_figures: list[PendingFigure] = []
+        self._render_seconds = _FIRST_RENDER_SECONDS
+        self._last_submit: float | None = None
+
+    def start_fit(self) -> None:
+        """Forget the previous fit's costs, its timing and its unrendered figures."""
+        self.costs.clear()
+        self.pending_figures = []
+        self._last_submit = None
 
     # ------------------------------------------------------------------ training thread
     def submit(self, trainer: Any, measurement: Measurement) -> None:
@@ -138,7 +167,10 @@ class MeasurementPipeline:
         if any(d.output is not None and d.output.is_cuda for d in measurement.captured.values()):
             ready = torch.cuda.Event()
             ready.record()  # the job's stream waits for the capture's kernels
-        self._futures.append(self.worker.submit(lambda: self._job(measurement, writers, ready)))
+        now = time.perf_counter()
+        interval = None if self._last_submit is None else now - self._last_submit
+        self._last_submit = now
+        self._futures.append(self.worker.submit(lambda: self._job(measurement, writers, ready, interval)))
         self.drain(trainer)
 
     def drain(self, trainer: Any, wait: bool = False) -> None:
@@ -158,7 +190,7 @@ class MeasurementPipeline:
         self.worker.shutdown()
 
     # ------------------------------------------------------------------ the job
-    def _job(self, measurement: Measurement, writers: list[Any], ready: Any) -> _Outcome:
+    def _job(self, measurement: Measurement, writers: list[Any], ready: Any, interval: float | None) -> _Outcome:
         start = time.perf_counter()
         stream = torch.cuda.Stream() if ready is not None else None
         with _one_thread(), torch.no_grad(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
@@ -169,7 +201,7 @@ class MeasurementPipeline:
             rows += [(measurement.step, measurement.epoch, key, CONTEXT_SITE, value) for key, value in measurement.context.items()]
             self.history.extend(rows)
             fit_scalars = self._fits() if self.power_law else {}
-            figure_errors = self._figures(writers, measurement.step) if writers else []
+            figure_errors = self._figures(writers, measurement.step, interval) if writers else []
         return _Outcome(measurement.step, measurement.epoch, values, problems, fit_scalars, measurement.loop_seconds, time.perf_counter() - start, figure_errors)
 
     def _values(self, measurement: Measurement) -> tuple[dict[tuple[str, str], float], list[SiteProblem]]:
@@ -196,15 +228,27 @@ class MeasurementPipeline:
                 scalars[powerlaw_tag(metric, site, "conclusive")] = float(bool(fit.conclusive))
         return scalars
 
-    def _figures(self, writers: list[Any], step: int) -> list[tuple[str, str]]:
+    def _figures(self, writers: list[Any], step: int, interval: float | None) -> list[tuple[str, str]]:
+        """Build this measurement's figures, then render those that fit in the time budget."""
         errors = []
         for metric in self.metrics:
             try:
                 for name, figure in metric.figures(self.history).items():
-                    for writer in writers:
-                        writer.add_figure(f"{FIGURE_PREFIX}/{name}", figure, global_step=step, close=False)
+                    self.pending_figures.append(PendingFigure(f"{FIGURE_PREFIX}/{name}", figure, step, metric.name))
             except Exception as error:  # noqa: BLE001 - a figure must never stop training
                 errors.append((metric.name, f"{type(error).__name__}: {error}"))
+        budget = _LIVE_FIGURE_SHARE * interval if interval is not None else 0.0
+        while self.pending_figures and (self._render_seconds <= budget or len(self.pending_figures) > _MAX_PENDING_FIGURES):
+            pending = self.pending_figures.pop(0)
+            start = time.perf_counter()
+            try:
+                for writer in writers:
+                    writer.add_figure(pending.tag, pending.figure, global_step=pending.step, close=False)
+            except Exception as error:  # noqa: BLE001 - a figure must never stop training
+                errors.append((pending.metric, f"{type(error).__name__}: {error}"))
+            elapsed = time.perf_counter() - start
+            self._render_seconds = elapsed / max(1, len(writers))
+            budget -= elapsed
         return errors
 
     # ------------------------------------------------------------------ back on the training thread

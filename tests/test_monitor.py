@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from lightning_complexity import ComplexityMonitor, MetricHistory
+from lightning_complexity.site_metrics import Affinity
 from toy import ToyRegressor, toy_loaders, trainer
 
 SITES = ["net.act", "relu", "relu#1"]
@@ -144,6 +145,7 @@ def test_entropic_complexity_in_the_monitor(tmp_path) -> None:
     assert values[("entropic_complexity", "block")] == pytest.approx(np.log(2), abs=0.02)
     assert values[("linear_deficit", "block")] > 0.05 and values[("entropic_complexity_censored", "block")] == 0.0
     logger.experiment.flush()
+    monitor.wait_for_figures()  # one measurement: no time between measurements to render it in
     events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
     events.Reload()
     assert "complexity_figures/entropic_error_curves" in events.Tags()["images"]
@@ -235,6 +237,7 @@ def test_tensorboard_events_match_the_history(tmp_path) -> None:
     monitor = ComplexityMonitor()
     _fit(tmp_path, monitor, logger=logger)
     logger.experiment.flush()
+    monitor.wait_for_figures()  # the toy's epochs are too short to render the heatmap during training
     events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
@@ -299,13 +302,34 @@ def test_power_law_figures_come_after_fit_in_their_own_event_file_and_equal_the_
             monitor.wait_for_figures()
         assert monitor._end_figures.pending == 0  # inline: written before fit returned
         files = [p.name for p in Path(logger.log_dir).glob("events.out.tfevents.*")]
-        assert len(files) == 2 and sum(f.endswith(".powerlaw_figures") for f in files) == 1  # the logger's, and theirs
+        assert len(files) == 2 and sum(f.endswith(".end_of_fit_figures") for f in files) == 1  # the logger's, and theirs
         events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
         events.Reload()
         (image,) = events.Images("complexity_figures/powerlaw/effective_dimension")
         assert image.step == monitor.history.steps()[-1]
         images[background] = image.encoded_image_string
     assert images[True] == images[False]  # the same figure, drawn from the same finished history
+
+
+def test_figures_put_off_until_after_fit_equal_the_ones_rendered_during_training(tmp_path, monkeypatch) -> None:
+    import lightning_complexity.recording as recording
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images = {}
+    for share in (float("inf"), 0.0):  # every figure rendered during training; none
+        monkeypatch.setattr(recording, "_LIVE_FIGURE_SHARE", share)
+        logger = TensorBoardLogger(tmp_path / str(share), name="tb")
+        monitor = ComplexityMonitor(metrics=Affinity(figure_every_n=2), power_law=False)
+        _fit(tmp_path, monitor, logger=logger, max_epochs=4)
+        if share == 0.0:
+            assert monitor._end_figures.pending + len(list(Path(logger.log_dir).glob("*.end_of_fit_figures"))) >= 1
+        monitor.wait_for_figures()
+        events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+        events.Reload()
+        images[share] = [(image.step, image.encoded_image_string) for image in events.Images("complexity_figures/affinity_signature")]
+        # Each heatmap shows the history up to its own measurement: the 1st, 3rd and 5th.
+        assert [step for step, _ in images[share]] == monitor.history.steps()[::2]
+    assert images[float("inf")] == images[0.0]
 
 
 def test_csv_logger_receives_the_scalars(tmp_path) -> None:
