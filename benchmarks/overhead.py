@@ -249,6 +249,16 @@ class Instrument:
         pipeline = monitor._pipeline
         for name in _PIPELINE_PARTS:
             setattr(pipeline, name, self._wrap(getattr(pipeline, name), f"pipeline:{name}"))
+        #: the last measurement handed to the background, recomputed alone after fit.
+        self.last_measurement: Any = None
+        values = pipeline._values
+
+        def keep_last(measurement: Any) -> Any:
+            if measurement.failed_keys is None:
+                self.last_measurement = measurement
+            return values(measurement)
+
+        pipeline._values = keep_last
         for metric in monitor.metrics:
             metric.compute = self._wrap(metric.compute, f"compute:{metric.name}")
         self._patches = [
@@ -301,6 +311,9 @@ class RunResult:
     cpu: float = 0.0
     #: seconds the end-of-fit power-law figures still took after fit returned (waited for, not in ``wall``).
     figures_after_fit: float = 0.0
+    #: CPU seconds of the last measurement's metrics recomputed after fit, alone, on one thread
+    #: (the exact-OT solver included): what one measurement costs without any contention.
+    alone_cpu: float = float("nan")
     #: per measurement: seconds on the training loop (capture + hand-over) and in the background.
     costs: list[tuple[int, float, float]] = field(default_factory=list)
     times: dict[str, float] = field(default_factory=dict)
@@ -319,6 +332,24 @@ def bare_probe_forward(model: nn.Module, inputs: torch.Tensor, batch_size: int =
             best = min(best, time.perf_counter() - start)
     model.train(training)
     return best
+
+
+def measurement_alone_cpu(monitor: ComplexityMonitor, measurement: Any) -> float:
+    """CPU seconds of ``measurement``'s metrics computed again, alone, with one thread (solver included)."""
+    from lightning_complexity.functional.ot import solver_threads
+    from lightning_complexity.measurement import compute_metrics
+
+    if measurement is None:
+        return float("nan")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with solver_threads(lambda: 1), torch.no_grad():
+            start = time.process_time()
+            compute_metrics(measurement.captured, monitor.metrics, measurement.sites_of)
+            return time.process_time() - start
+    finally:
+        torch.set_num_threads(previous)
 
 
 def parse_monitor_args(text: str | None) -> dict[str, Any]:
@@ -374,6 +405,7 @@ def run_fit(case: Case, monitored: bool, epochs: int, seed: int = 0, profiler: c
         result.costs = list(monitor._pipeline.costs)
         if monitor._probe is not None:
             result.bare_forward = bare_probe_forward(model, monitor._probe.inputs(), monitor.probe_batch_size)
+        result.alone_cpu = measurement_alone_cpu(monitor, instrument.last_measurement)
     return result
 
 
@@ -419,6 +451,9 @@ def breakdown(runs: list[RunResult]) -> list[tuple[str, float, float]]:
     ]
     for label, value in parts:
         rows.append((label, value, value / measurements if value is not None else float("nan")))
+    alone = med(lambda r: r.alone_cpu)
+    # Not a share of the fit: one measurement's computation without contention, times the measurements.
+    rows.append(("ONE MEASUREMENT'S METRICS ALONE (the last one, recomputed after fit, 1 thread: CPU s) × measurements", alone * measurements, alone))
     return rows
 
 

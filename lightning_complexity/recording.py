@@ -10,7 +10,10 @@ history is the same whether jobs run in the background or inline.
 
 Jobs run with one torch intra-op thread, in the background and inline alike: float reductions then
 add up in the same order, and the values of a background run equal those of a synchronous one bit
-for bit. On a GPU they run on a side CUDA stream that waits for the capture's work.
+for bit. The exact-OT solver uses one thread too while training runs beside it, and every core
+once the training loop waits for the job (at fit end, before a checkpoint): each assignment is
+solved on its own, so this changes nothing in the values. On a GPU they run on a side CUDA stream
+that waits for the capture's work.
 
 Example::
 
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +40,7 @@ import torch
 
 from lightning_complexity.capture import SiteData
 from lightning_complexity.context import CONTEXT_SITE
+from lightning_complexity.functional.ot import solver_threads
 from lightning_complexity.history import MetricHistory
 from lightning_complexity.measurement import SiteProblem, compute_metrics
 from lightning_complexity.site_metrics import SiteMetric
@@ -152,6 +158,7 @@ class MeasurementPipeline:
         self.pending_figures: list[PendingFigure] = []
         self._render_seconds = _FIRST_RENDER_SECONDS
         self._last_submit: float | None = None
+        self._loop_waits = threading.Event()
 
     def start_fit(self) -> None:
         """Forget the previous fit's costs, its timing and its unrendered figures."""
@@ -176,7 +183,11 @@ class MeasurementPipeline:
     def drain(self, trainer: Any, wait: bool = False) -> None:
         """Log every finished measurement, in order; with ``wait``, first finish all of them."""
         if wait:
-            self.worker.wait()
+            self._loop_waits.set()  # pending jobs may now take every core
+            try:
+                self.worker.wait()
+            finally:
+                self._loop_waits.clear()
         while self._futures and self._futures[0].done():
             future = self._futures.pop(0)
             error = future.exception()
@@ -193,7 +204,9 @@ class MeasurementPipeline:
     def _job(self, measurement: Measurement, writers: list[Any], ready: Any, interval: float | None) -> _Outcome:
         start = time.perf_counter()
         stream = torch.cuda.Stream() if ready is not None else None
-        with _one_thread(), torch.no_grad(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
+        # One solver thread beside the training, all cores while the loop waits for this job.
+        cores = lambda: (os.cpu_count() or 1) if self._loop_waits.is_set() else 1  # noqa: E731
+        with _one_thread(), solver_threads(cores), torch.no_grad(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
             if stream is not None:
                 stream.wait_event(ready)
             values, problems = self._values(measurement)

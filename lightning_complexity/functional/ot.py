@@ -25,8 +25,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -42,6 +45,7 @@ __all__ = [
     "paired_cost",
     "sinkhorn_ot",
     "sinkhorn_ot_cost",
+    "solver_threads",
     "squared_distances",
 ]
 
@@ -125,12 +129,38 @@ def _solve_assignment(cost: np.ndarray) -> np.ndarray:
     return linear_sum_assignment(reduced)[1]
 
 
+_this_thread = threading.local()
+
+
+@contextlib.contextmanager
+def solver_threads(count: Callable[[], int]) -> Iterator[None]:
+    """In the block, this thread's assignment solves use ``count()`` solver threads, read anew at
+    every call (at most one per core and problem).
+
+    The monitor's background jobs solve with one thread while training runs beside them and with
+    every core once the training loop waits for them. The threads never change the result: each
+    problem is solved on its own.
+
+    Example:
+        >>> with solver_threads(lambda: 1):
+        ...     _default_threads(8)
+        1
+    """
+    previous = getattr(_this_thread, "count", None)
+    _this_thread.count = count
+    try:
+        yield
+    finally:
+        _this_thread.count = previous
+
+
 def _default_threads(num_problems: int) -> int:
-    # scipy's solver releases the GIL, so threads solve independent problems in parallel; as many
-    # as torch's intra-op threads of the calling thread (one in the monitor's background jobs, so
-    # they never run two solver threads beside a training that already uses every core).
+    # scipy's solver releases the GIL, so threads solve independent problems in parallel: by default
+    # as many as torch's intra-op threads of the calling thread.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(num_problems, cores, torch.get_num_threads()))
+    chosen = getattr(_this_thread, "count", None)
+    wanted = chosen() if chosen is not None else torch.get_num_threads()
+    return max(1, min(num_problems, cores, wanted))
 
 
 def _is_permutation(index: Tensor) -> Tensor:
