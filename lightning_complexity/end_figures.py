@@ -5,9 +5,10 @@ Once training ends, one log-log figure per metric shows every site's curve and i
 a second each (six metrics: ~3 s on a 2-core CPU, as long as a whole fit of the digits demo), and
 nothing in the fit needs them, so they are drawn by a background thread from a copy of the
 finished history while the caller goes on, together with the figures built during training whose
-rendering was put off (see ``recording._LIVE_FIGURE_SHARE``), each at its own step. They are written by a writer of their own into each
-TensorBoard run folder (an extra ``events.out.tfevents.*`` file that TensorBoard reads with the
-others), so the logger may close its writer in the meantime. Python finishes the job before the
+rendering was put off (see ``recording._LIVE_FIGURE_SHARE``), each at its own step. They are
+written by a writer of their own into each TensorBoard run folder (an extra
+``events.out.tfevents.*`` file that TensorBoard reads with the others), so the logger may close its
+writer in the meantime. Python finishes the job before the
 interpreter exits; :meth:`EndOfFitFigures.wait` waits for it explicitly (tests, notebooks that read
 the event files at once).
 
@@ -43,8 +44,6 @@ class EndOfFitFigures:
 
     def __init__(self, background: bool = True) -> None:
         self._worker = MeasurementWorker(background=background)
-        #: seconds spent drawing and writing, over every fit so far.
-        self.seconds = 0.0
 
     def submit(
         self,
@@ -64,7 +63,6 @@ class EndOfFitFigures:
     def wait(self) -> None:
         """Block until every submitted fit's figures are written."""
         self._worker.wait()
-        self.seconds = self._worker.busy_seconds
 
     @property
     def pending(self) -> int:
