@@ -338,18 +338,14 @@ def measurement_alone_cpu(monitor: ComplexityMonitor, measurement: Any) -> float
     """CPU seconds of ``measurement``'s metrics computed again, alone, with one thread (solver included)."""
     from lightning_complexity.functional.ot import solver_threads
     from lightning_complexity.measurement import compute_metrics
+    from lightning_complexity.recording import _one_thread  # as the monitor's own jobs run
 
     if measurement is None:
         return float("nan")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with solver_threads(lambda: 1), torch.no_grad():
-            start = time.process_time()
-            compute_metrics(measurement.captured, monitor.metrics, measurement.sites_of)
-            return time.process_time() - start
-    finally:
-        torch.set_num_threads(previous)
+    with _one_thread(), solver_threads(lambda: 1), torch.no_grad():
+        start = time.process_time()
+        compute_metrics(measurement.captured, monitor.metrics, measurement.sites_of)
+        return time.process_time() - start
 
 
 def parse_monitor_args(text: str | None) -> dict[str, Any]:

@@ -225,13 +225,11 @@ def _positive_counts(x: Tensor, axis: int) -> Tensor:
     scratch = _masks.get(x.device)
     if scratch is None:
         scratch = _masks[x.device] = torch.empty(_MASK_VALUES, dtype=torch.float32)
-    total: Tensor | None = None
+    total = torch.zeros(x.shape[:axis] + x.shape[axis + 1 :], dtype=torch.float32)  # also for an empty batch
     for start in range(0, inputs, step):
         chunk = x.narrow(axis, start, min(step, inputs - start))
         mask = torch.gt(chunk, 0, out=scratch[: chunk.numel()].view(chunk.shape))
-        partial = mask.sum(dim=axis)
-        total = partial if total is None else total.add_(partial)
-    assert total is not None
+        total += mask.sum(dim=axis)
     return total.to(torch.int64)
 
 

@@ -114,6 +114,8 @@ def test_gate_counts_equal_a_plain_count_across_mask_chunks(monkeypatch, shape, 
         assert inputs == shape[axis]
         assert torch.equal(units, expected.flatten().long())
         assert units.sum() == features.sum() == (x > 0).sum()
+    empty = x.narrow(axis, 0, 0)  # a batch without inputs counts nothing, and does not fail
+    assert torch.equal(gate_counts(empty, SampleLayout(axis))[0], torch.zeros_like(expected).flatten().long())
 
 
 def test_bf16_activations_are_captured_in_float64() -> None:
