@@ -9,8 +9,10 @@ gives, bit for bit.
 
 The thread is a low-priority, single-threaded consumer: on Linux its scheduling priority is
 lowered (nice 10) and its torch intra-op parallelism is one thread, so on a busy CPU it takes the
-cycles training leaves idle instead of competing for them. With ``background=False`` every job runs
-inline, at submission.
+cycles training leaves idle instead of competing for them. It lives only while jobs are queued,
+and while it lives GNU OpenMP's idle threads sleep instead of spinning (see
+:func:`_tell_openmp_cores_are_shared`), so those idle cycles are really idle. With
+``background=False`` every job runs inline, at submission.
 
 Example:
     >>> worker = MeasurementWorker(background=True)
@@ -26,8 +28,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -37,7 +40,27 @@ __all__ = ["MeasurementWorker"]
 _NICE = 10
 
 
+def _tell_openmp_cores_are_shared() -> None:
+    """Give this thread a two-thread OpenMP team of its own, so GNU OpenMP stops busy-waiting.
+
+    The idle threads of torch's OpenMP team (libgomp, in torch's Linux wheels) spin about 300,000
+    times before they sleep, unless libgomp manages more threads than the process has CPUs; then
+    they spin about 1,000 times. Our job beside training is exactly that oversubscription, but
+    libgomp counts only its own threads, so on a CPU that training keeps busy the job got almost
+    nothing but the cores' spinning (measured: a 2-core machine, 8 CPU-s of spinning per cnn fit).
+    One parallel region started here adds a team thread to libgomp's count; the team lives as
+    long as this thread, which ends when the queue is empty, so training spins again as before
+    once no job is pending. Elsewhere (another OpenMP runtime, fewer torch threads than cores)
+    this is one small parallel fill and changes nothing.
+    """
+    torch.set_num_threads(2)
+    torch.empty(1 << 16).fill_(0.0)  # above torch's grain size (32,768): one parallel region
+    torch.set_num_threads(1)
+
+
 def _lower_priority() -> None:
+    if (os.cpu_count() or 1) > 1:
+        _tell_openmp_cores_are_shared()
     torch.set_num_threads(1)  # per thread (OpenMP): the training thread keeps its own setting
     if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
         try:
@@ -56,7 +79,8 @@ class MeasurementWorker:
     def __init__(self, background: bool = True) -> None:
         self.background = background
         self.busy_seconds = 0.0
-        self._pool: ThreadPoolExecutor | None = None
+        self._queue: deque[tuple[Future, Callable[[], Any]]] = deque()
+        self._thread: threading.Thread | None = None
         self._pending: list[Future] = []
         self._lock = threading.Lock()
 
@@ -70,11 +94,29 @@ class MeasurementWorker:
             except BaseException as error:  # noqa: BLE001 - delivered through the future
                 future.set_exception(error)
             return future
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightning_complexity", initializer=_lower_priority)
-        future = self._pool.submit(timed)
+        future = Future()
+        with self._lock:
+            self._queue.append((future, timed))
+            if self._thread is None:  # the consumer ends when the queue is empty: start one
+                self._thread = threading.Thread(target=self._consume, name="lightning_complexity")
+                self._thread.start()
         self._pending.append(future)
         return future
+
+    def _consume(self) -> None:
+        _lower_priority()
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._thread = None
+                    return
+                future, job = self._queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as error:  # noqa: BLE001 - delivered through the future
+                future.set_exception(error)
 
     def _timed(self, job: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
@@ -82,8 +124,7 @@ class MeasurementWorker:
             try:
                 return job()
             finally:
-                with self._lock:
-                    self.busy_seconds += time.perf_counter() - start
+                self.busy_seconds += time.perf_counter() - start  # one consumer at a time
 
         return run
 
@@ -100,8 +141,9 @@ class MeasurementWorker:
         self._pending.clear()
 
     def shutdown(self) -> None:
-        """Finish pending jobs and stop the thread."""
+        """Finish pending jobs; the thread then ends by itself."""
         self.wait()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()

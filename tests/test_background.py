@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import lightning.pytorch as pl
 import pytest
@@ -12,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_complexity import ComplexityMonitor, MetricHistory
 from lightning_complexity.schedule import LogSchedule
+from lightning_complexity.worker import MeasurementWorker
 from toy import ToyRegressor, toy_loaders, trainer
 
 
@@ -105,3 +107,46 @@ def test_background_on_a_side_cuda_stream_equals_inline(tmp_path) -> None:
 
     background, inline = fit(True), fit(False)
     assert len(background) > 50 and background == inline
+
+
+def _worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "lightning_complexity"]
+
+
+def test_the_worker_runs_jobs_in_order_and_its_thread_ends_when_the_queue_is_empty() -> None:
+    worker = MeasurementWorker(background=True)
+    release = threading.Event()
+    order: list[int] = []
+
+    def job(i: int):
+        def run():
+            if i == 0:
+                release.wait(5)  # the rest queue up behind the first job
+            order.append(i)
+            if i == 3:
+                raise ValueError("job 3 fails")
+            return i * i
+
+        return run
+
+    futures = [worker.submit(job(i)) for i in range(6)]
+    assert len(_worker_threads()) == 1 and worker.pending == 6  # one consumer for the whole queue
+    release.set()
+    worker.wait()
+    assert order == list(range(6))
+    assert [f.result() for i, f in enumerate(futures) if i != 3] == [0, 1, 4, 16, 25]
+    assert isinstance(futures[3].exception(), ValueError)  # kept in its future, the queue went on
+    worker.shutdown()
+    assert _worker_threads() == []  # no idle thread: libgomp spins again (see worker.py)
+    assert worker.submit(lambda: 7).result(timeout=5) == 7  # a new job starts a new consumer
+    worker.shutdown()
+    assert _worker_threads() == []
+
+
+def test_the_worker_thread_computes_on_one_torch_thread_and_leaves_the_callers_setting() -> None:
+    before = torch.get_num_threads()
+    worker = MeasurementWorker(background=True)
+    inside = worker.submit(torch.get_num_threads).result(timeout=5)
+    worker.shutdown()
+    assert inside == 1
+    assert torch.get_num_threads() == before
