@@ -185,7 +185,7 @@ class MeasurementPipeline:
         if wait:
             self._loop_waits.set()  # pending jobs may now take every core
             try:
-                self.worker.wait()
+                self.worker.wait(urgent=True)
             finally:
                 self._loop_waits.clear()
         while self._futures and self._futures[0].done():

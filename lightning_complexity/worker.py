@@ -58,6 +58,16 @@ def _tell_openmp_cores_are_shared() -> None:
     torch.set_num_threads(1)
 
 
+def _set_idle(native_id: int, idle: bool) -> bool:
+    """Put one thread under ``SCHED_IDLE`` or back under the normal policy; False if not possible."""
+    try:
+        policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
+        os.sched_setscheduler(native_id, policy, os.sched_param(0))
+        return True
+    except (AttributeError, OSError):  # not Linux, or not permitted
+        return False
+
+
 def _lower_priority() -> None:
     if (os.cpu_count() or 1) > 1:
         _tell_openmp_cores_are_shared()
@@ -67,12 +77,9 @@ def _lower_priority() -> None:
     # SCHED_IDLE: a training thread that wakes takes the core at once. Under nice 10 the kernel
     # (EEVDF) may let the job finish its slice first, and every parallel region of training then
     # waits for its late thread (cnn, 2 cores: 28.3/29.0 s against 31.0/36.4 s per monitored fit).
-    try:
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+    if _set_idle(threading.get_native_id(), True):
         return
-    except (AttributeError, OSError):  # not Linux, or not permitted: a lower nice value instead
-        pass
-    try:
+    try:  # a lower nice value instead
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICE)
     except (AttributeError, OSError):  # not permitted here: the thread keeps the default priority
         pass
@@ -90,6 +97,7 @@ class MeasurementWorker:
         self.busy_seconds = 0.0
         self._queue: deque[tuple[Future, Callable[[], Any]]] = deque()
         self._thread: threading.Thread | None = None
+        self._thread_id: int | None = None  # the consumer's native id, while it runs
         self._pending: list[Future] = []
         self._lock = threading.Lock()
 
@@ -114,10 +122,12 @@ class MeasurementWorker:
 
     def _consume(self) -> None:
         _lower_priority()
+        with self._lock:
+            self._thread_id = threading.get_native_id() if hasattr(threading, "get_native_id") else None
         while True:
             with self._lock:
                 if not self._queue:
-                    self._thread = None
+                    self._thread = self._thread_id = None
                     return
                 future, job = self._queue.popleft()
             if not future.set_running_or_notify_cancel():
@@ -143,11 +153,26 @@ class MeasurementWorker:
         self._pending = [f for f in self._pending if not f.done()]
         return len(self._pending)
 
-    def wait(self) -> None:
-        """Block until every submitted job has finished (their errors stay in their futures)."""
-        for future in list(self._pending):
-            future.exception()  # waits; never raises the job's error here
-        self._pending.clear()
+    def wait(self, urgent: bool = False) -> None:
+        """Block until every submitted job has finished (their errors stay in their futures).
+
+        ``urgent``: the caller (the training loop) does nothing meanwhile, so the jobs run under
+        the normal scheduling policy until they are done: under ``SCHED_IDLE`` any other busy
+        process on the machine would starve them, and the loop with them.
+        """
+        raised = urgent and self._set_consumer_idle(False)
+        try:
+            for future in list(self._pending):
+                future.exception()  # waits; never raises the job's error here
+            self._pending.clear()
+        finally:
+            if raised:
+                self._set_consumer_idle(True)
+
+    def _set_consumer_idle(self, idle: bool) -> bool:
+        # Under the lock the consumer cannot exit, so its native id cannot be reused meanwhile.
+        with self._lock:
+            return self._thread_id is not None and _set_idle(self._thread_id, idle)
 
     def shutdown(self) -> None:
         """Finish pending jobs; the thread then ends by itself."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import lightning.pytorch as pl
@@ -109,10 +110,6 @@ def test_background_on_a_side_cuda_stream_equals_inline(tmp_path) -> None:
     assert len(background) > 50 and background == inline
 
 
-def _worker_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "lightning_complexity"]
-
-
 def test_the_worker_runs_jobs_in_order_and_its_thread_ends_when_the_queue_is_empty() -> None:
     worker = MeasurementWorker(background=True)
     release = threading.Event()
@@ -130,17 +127,19 @@ def test_the_worker_runs_jobs_in_order_and_its_thread_ends_when_the_queue_is_emp
         return run
 
     futures = [worker.submit(job(i)) for i in range(6)]
-    assert len(_worker_threads()) == 1 and worker.pending == 6  # one consumer for the whole queue
+    consumer = worker._thread
+    assert consumer is not None and consumer.is_alive() and worker.pending == 6  # one consumer for the whole queue
     release.set()
     worker.wait()
     assert order == list(range(6))
     assert [f.result() for i, f in enumerate(futures) if i != 3] == [0, 1, 4, 16, 25]
     assert isinstance(futures[3].exception(), ValueError)  # kept in its future, the queue went on
     worker.shutdown()
-    assert _worker_threads() == []  # no idle thread: libgomp spins again (see worker.py)
+    assert not consumer.is_alive() and worker._thread is None  # no idle thread: libgomp spins again (see worker.py)
     assert worker.submit(lambda: 7).result(timeout=5) == 7  # a new job starts a new consumer
+    second = worker._thread
     worker.shutdown()
-    assert _worker_threads() == []
+    assert worker._thread is None and (second is None or not second.is_alive())
 
 
 def test_the_worker_thread_computes_on_one_torch_thread_and_leaves_the_callers_setting() -> None:
@@ -150,3 +149,24 @@ def test_the_worker_thread_computes_on_one_torch_thread_and_leaves_the_callers_s
     worker.shutdown()
     assert inside == 1
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE") or not hasattr(threading, "get_native_id"), reason="Linux scheduling policies")
+def test_the_worker_computes_under_sched_idle_and_normally_while_the_loop_waits() -> None:
+    worker = MeasurementWorker(background=True)
+    started, release = threading.Event(), threading.Event()
+
+    def job():
+        started.set()
+        release.wait(5)
+        return os.sched_getscheduler(0)  # 0: the calling thread (Linux)
+
+    future = worker.submit(job)
+    started.wait(5)
+    policy_before = os.sched_getscheduler(worker._thread_id)
+    threading.Timer(0.2, release.set).start()
+    worker.wait(urgent=True)  # the job finishes while the loop waits: normal policy
+    worker.shutdown()
+    if policy_before != os.SCHED_IDLE:
+        pytest.skip("SCHED_IDLE not permitted here")
+    assert future.result() == os.SCHED_OTHER
