@@ -578,8 +578,12 @@ def test_invariances(n: int, d: int, seed: int, scale: float) -> None:
     assert affinity_score(x - 5.0, y + 2.0).item() == pytest.approx(reference, abs=1e-9)
     assert affinity_score(x, scale * y).item() == pytest.approx(reference, abs=1e-9)
     assert affinity_score(scale * x, y).item() == pytest.approx(reference, abs=1e-9)
-    # The authors' absolute jitter is not scaled: invariant only up to 1e-6 / variance.
-    assert affinity_score(x, scale * y, jitter="absolute").item() == pytest.approx(reference, abs=1e-4)
+    # The authors' absolute jitter is not scaled: invariant only up to about 1e-6 / the smallest
+    # variance, so only where both clouds are well conditioned (n = 4 in d = 3 can be near-flat:
+    # smallest variance 4.5e-6, a difference of 6e-4).
+    smallest = min(torch.linalg.eigvalsh(torch.cov(cloud.T).reshape(d, d)).min().item() for cloud in (x, y))
+    if smallest >= 1e-3:
+        assert affinity_score(x, scale * y, jitter="absolute").item() == pytest.approx(reference, abs=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------
