@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -158,7 +157,6 @@ class MeasurementPipeline:
         self.pending_figures: list[PendingFigure] = []
         self._render_seconds = _FIRST_RENDER_SECONDS
         self._last_submit: float | None = None
-        self._loop_waits = threading.Event()
 
     def start_fit(self) -> None:
         """Forget the previous fit's costs, its timing and its unrendered figures."""
@@ -183,11 +181,7 @@ class MeasurementPipeline:
     def drain(self, trainer: Any, wait: bool = False) -> None:
         """Log every finished measurement, in order; with ``wait``, first finish all of them."""
         if wait:
-            self._loop_waits.set()  # pending jobs may now take every core
-            try:
-                self.worker.wait(urgent=True)
-            finally:
-                self._loop_waits.clear()
+            self.worker.wait(urgent=True)  # pending jobs may now take every core
         while self._futures and self._futures[0].done():
             future = self._futures.pop(0)
             error = future.exception()
@@ -205,7 +199,7 @@ class MeasurementPipeline:
         start = time.perf_counter()
         stream = torch.cuda.Stream() if ready is not None else None
         # One solver thread beside the training, all cores while the loop waits for this job.
-        cores = lambda: (os.cpu_count() or 1) if self._loop_waits.is_set() else 1  # noqa: E731
+        cores = lambda: (os.cpu_count() or 1) if self.worker.loop_waits.is_set() else 1  # noqa: E731
         with _one_thread(), solver_threads(cores), torch.no_grad(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
             if stream is not None:
                 stream.wait_event(ready)

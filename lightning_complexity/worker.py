@@ -90,6 +90,7 @@ class MeasurementWorker:
 
     Attributes:
         busy_seconds: total time spent running jobs (in the background or inline).
+        loop_waits: set while a caller waits with ``urgent=True``; jobs may then use every core.
     """
 
     def __init__(self, background: bool = True) -> None:
@@ -100,6 +101,7 @@ class MeasurementWorker:
         self._thread_id: int | None = None  # the consumer's native id, while it runs
         self._pending: list[Future] = []
         self._lock = threading.Lock()
+        self.loop_waits = threading.Event()
 
     def submit(self, job: Callable[[], Any]) -> Future:
         """Schedule ``job``; its exception, if any, is kept in the returned future."""
@@ -157,9 +159,12 @@ class MeasurementWorker:
         """Block until every submitted job has finished (their errors stay in their futures).
 
         ``urgent``: the caller (the training loop) does nothing meanwhile, so the jobs run under
-        the normal scheduling policy until they are done: under ``SCHED_IDLE`` any other busy
-        process on the machine would starve them, and the loop with them.
+        the normal scheduling policy until they are done (under ``SCHED_IDLE`` any other busy
+        process on the machine would starve them, and the loop with them), and
+        :attr:`loop_waits` tells them they may use every core.
         """
+        if urgent:
+            self.loop_waits.set()
         raised = urgent and self._set_consumer_idle(False)
         try:
             for future in list(self._pending):
@@ -168,6 +173,8 @@ class MeasurementWorker:
         finally:
             if raised:
                 self._set_consumer_idle(True)
+            if urgent:
+                self.loop_waits.clear()
 
     def _set_consumer_idle(self, idle: bool) -> bool:
         # Under the lock the consumer cannot exit, so its native id cannot be reused meanwhile.

@@ -159,7 +159,7 @@ def test_the_worker_computes_under_sched_idle_and_normally_while_the_loop_waits(
     def job():
         started.set()
         release.wait(5)
-        return os.sched_getscheduler(0)  # 0: the calling thread (Linux)
+        return os.sched_getscheduler(0), worker.loop_waits.is_set()  # 0: the calling thread (Linux)
 
     future = worker.submit(job)
     started.wait(5)
@@ -169,4 +169,5 @@ def test_the_worker_computes_under_sched_idle_and_normally_while_the_loop_waits(
     worker.shutdown()
     if policy_before != os.SCHED_IDLE:
         pytest.skip("SCHED_IDLE not permitted here")
-    assert future.result() == os.SCHED_OTHER
+    assert future.result() == (os.SCHED_OTHER, True)
+    assert not worker.loop_waits.is_set()  # cleared once the wait is over
