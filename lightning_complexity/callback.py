@@ -257,6 +257,9 @@ class ComplexityMonitor(Callback):
         self._pending_epoch: int | None = None
         self._capturing_validation = False
         self._seen_validation_batches = 0
+        #: probe batches the sanity check captured for the start-of-fit measurement (a prefix of the probe).
+        self._sanity_batches = 0
+        self._sanity_seconds = 0.0
         self._measurements = 0
         self._loaded_state = False
 
@@ -343,6 +346,7 @@ class ComplexityMonitor(Callback):
         self._step = ProbeStep.resolve(self.probe_step, pl_module, batches_are_inputs=isinstance(self.probe, Tensor), batch_to_input=self.batch_to_input)
         self._pending_epoch = None
         self._capturing_validation = False
+        self._sanity_batches = 0
 
     def _start_history(self, trainer: pl.Trainer) -> None:
         resumed = self._loaded_state or trainer.ckpt_path is not None
@@ -493,8 +497,12 @@ class ComplexityMonitor(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.compute_layer_algebra and self.layer_algebra is None:
             self._compute_layer_algebra(trainer, pl_module)
+        sanity, self._sanity_batches = self._sanity_batches, 0
         if self.measure_at_start and trainer.global_step == 0:
-            self._measure_own_pass(trainer, pl_module, epoch=trainer.current_epoch)
+            # The batches the sanity check already ran (same weights, same inputs) are not run again.
+            self._measure(trainer, pl_module, trainer.current_epoch, lambda: self._run_own_pass(trainer, pl_module, skip=sanity), loop_seconds=self._sanity_seconds if sanity else 0.0)
+        elif sanity and self._capture is not None:
+            self._capture.collect()  # nothing measures at this step: drop the sanity check's samples
 
     @override
     @_on_training_loop
@@ -511,9 +519,12 @@ class ComplexityMonitor(Callback):
     @override
     @_on_training_loop
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self._pending_epoch is None or self._capture is None or self._probe is None:
+        if self._capture is None or self._probe is None or not self._probe.validation_batches:
             return
-        if not self._probe.validation_batches or self.global_step_measured(trainer):
+        if trainer.sanity_checking:
+            if not self._sanity_check_counts(trainer):
+                return
+        elif self._pending_epoch is None or self.global_step_measured(trainer):
             return
         self._capture.begin_capture(only_batches=True)
         self._capturing_validation = True
@@ -526,6 +537,8 @@ class ComplexityMonitor(Callback):
             return
         chosen = self._probe.validation_batches.get(batch_idx)
         if chosen is not None:
+            if trainer.sanity_checking and self._seen_validation_batches != list(self._probe.validation_batches).index(batch_idx):
+                return  # the start-of-fit measurement takes only a prefix of the probe from the sanity check
             self._capture.begin_batch(chosen.size, chosen.first_input, chosen.keep)
             self._seen_validation_batches += 1
 
@@ -544,9 +557,17 @@ class ComplexityMonitor(Callback):
             return
         self._capturing_validation = False
         self._capture.end_capture()
+        if trainer.sanity_checking:
+            # Kept for on_train_start, whose own pass runs only the probe batches not seen here.
+            self._sanity_batches, self._sanity_seconds = self._seen_validation_batches, self._capture.hook_seconds
+            return
         epoch, self._pending_epoch = self._pending_epoch, None
         seen = self._seen_validation_batches
         self._measure(trainer, pl_module, epoch, lambda: self._collect_validation(seen), loop_seconds=self._capture.hook_seconds)
+
+    def _sanity_check_counts(self, trainer: pl.Trainer) -> bool:
+        """Whether the sanity check's batches can stand in for the start-of-fit pass over the probe."""
+        return self.measure_at_start and trainer.global_step == 0 and not self.global_step_measured(trainer)
 
     def _collect_validation(self, seen: int) -> dict[str, SiteData]:
         if seen == 0:
@@ -607,11 +628,18 @@ class ComplexityMonitor(Callback):
     def _measure_own_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
         self._measure(trainer, pl_module, epoch, lambda: self._run_own_pass(trainer, pl_module))
 
-    def _run_own_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, SiteData]:
+    def _run_own_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, skip: int = 0) -> dict[str, SiteData]:
+        """Capture the probe with the monitor's own pass; with ``skip``, the capture already holds
+        the first ``skip`` probe batches (from the sanity check) and only the others run."""
         assert self._capture is not None and self._probe is not None and self._step is not None
         precision = trainer.precision_plugin
-        with isolated(pl_module), self._capture.capturing():
-            for index, batch in enumerate(self._probe.batches):
+        batches = self._probe.batches
+        if skip >= len(batches):
+            return self._capture.collect()
+        with isolated(pl_module), self._capture.capturing(resume=skip > 0):
+            for index, batch in enumerate(batches):
+                if index < skip:
+                    continue
                 data = precision.convert_input(batch.data)
                 if hasattr(pl_module, "_on_before_batch_transfer"):
                     data = pl_module._on_before_batch_transfer(data, dataloader_idx=0)

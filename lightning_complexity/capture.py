@@ -236,23 +236,26 @@ class ActivationCapture:
         self._active = False
 
     @contextlib.contextmanager
-    def capturing(self) -> Iterator[None]:
-        """A capture: the batches inside the block are recorded; buffers start empty."""
-        self.begin_capture()
+    def capturing(self, resume: bool = False) -> Iterator[None]:
+        """A capture: the batches inside the block are recorded; buffers start empty, or with
+        ``resume`` keep what an earlier capture left uncollected (its samples come first)."""
+        self.begin_capture(resume=resume)
         try:
             yield
         finally:
             self.end_capture()
 
-    def begin_capture(self, only_batches: bool = False) -> None:
+    def begin_capture(self, only_batches: bool = False, resume: bool = False) -> None:
         """Start a capture (for hook-driven callers; :meth:`capturing` is the block form).
 
         With ``only_batches``, forwards outside :meth:`batch` are not recorded (a validation pass
-        whose other batches run between the chosen ones).
+        whose other batches run between the chosen ones). With ``resume``, the buffers, errors
+        and hook seconds of the last capture are kept and the new batches are appended.
         """
-        self._buffers.clear()
-        self._errors.clear()
-        self.hook_seconds = 0.0
+        if not resume:
+            self._buffers.clear()
+            self._errors.clear()
+            self.hook_seconds = 0.0
         self._only_batches = only_batches
         self._active = True
 
