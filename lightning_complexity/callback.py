@@ -86,7 +86,8 @@ class ComplexityMonitor(Callback):
     validation loader, an explicit probe ``DataLoader`` or tensor), the monitor runs its own pass
     over the same probe batches through the user's code (``probe_step``: ``validation_step`` by
     default) with every RNG forked, logging muted and modes and metric states restored, so
-    training stays bit-identical.
+    training stays bit-identical. At the start of fit, the probe batches that Lightning's sanity
+    check runs (same weights, same inputs) are captured there, and the own pass runs only the rest.
 
     Args:
         metrics: metric names or :class:`~lightning_complexity.site_metrics.SiteMetric` objects
