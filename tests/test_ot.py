@@ -126,6 +126,47 @@ def test_shared_sure_neighbours_skip_the_float64_certificate_and_the_solver_stay
     assert certified.all() and not hopeless.any()
 
 
+def test_the_first_look_at_every_8th_row_finds_hopeless_problems_and_leaves_the_others_to_the_full_screen() -> None:
+    # 512 rows (the first look runs from 256 on): problem 0 clusters b (hopeless, seen in the
+    # sampled rows alone), problem 1 is near-identity (certified by the full screen), problem 2 is
+    # neither (uncertified, still hopeful: the float64 certificate gets its try).
+    import lightning_complexity.functional.ot as ot_module
+
+    g = torch.Generator().manual_seed(21)
+    a = torch.randn(3, 512, 8, generator=g, dtype=torch.float64)
+    centres = 10 * torch.randn(3, 8, generator=g, dtype=torch.float64)
+    b = torch.stack([
+        centres[torch.arange(512) % 3] + 0.01 * torch.randn(512, 8, generator=g, dtype=torch.float64),
+        a[1] + 1e-3 * torch.randn(512, 8, generator=g, dtype=torch.float64),
+        a[2] + 0.5 * torch.randn(512, 8, generator=g, dtype=torch.float64),
+    ])
+    permutation, certified, hopeless = _screened_assignment(a, b)
+    full = _screened_assignment(a, b, pre_screened=True)  # the same screen without the first look
+    assert hopeless.tolist() == full[2].tolist() and certified.tolist() == full[1].tolist()
+    assert hopeless[0] and certified[1] and not hopeless[1]
+    assert torch.equal(permutation[1], torch.arange(512))
+    assert torch.equal(permutation[1:][certified[1:]], full[0][1:][certified[1:]])
+    # The hopeless problem alone costs one float32 matmul of its sampled rows, not the full one.
+    rows_multiplied = []
+    original = torch.baddbmm
+
+    def counting(start, left, right, **kwargs):
+        rows_multiplied.append(left.shape[-2])
+        return original(start, left, right, **kwargs)
+
+    ot_module.torch.baddbmm = counting
+    try:
+        assert _screened_assignment(a[:1], b[:1])[2].item()
+    finally:
+        ot_module.torch.baddbmm = original
+    assert rows_multiplied == [512 // ot_module._PRE_SCREEN_STRIDE]
+    for k in range(3):
+        _, cols = linear_sum_assignment(squared_distances(a[k : k + 1], b[k : k + 1])[0].numpy())
+        scipy_cost = (a[k] - b[k, torch.from_numpy(cols)]).square().sum(-1).mean().item()
+        assert exact_ot_cost(a[k : k + 1], b[k : k + 1]).item() == pytest.approx(scipy_cost, rel=1e-12)
+    torch.testing.assert_close(exact_ot_cost(a, b), torch.cat([exact_ot_cost(a[k : k + 1], b[k : k + 1]) for k in range(3)]), rtol=0, atol=0)
+
+
 def test_float32_screen_is_off_under_reduced_matmul_precision() -> None:
     g = torch.Generator().manual_seed(10)
     a = torch.randn(2, 64, 256, generator=g, dtype=torch.float64)
