@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from lightning_complexity.callback import ComplexityMonitor
     from lightning_complexity.history import MetricHistory, MetricRow
     from lightning_complexity.layer_algebra import LayerAlgebra, layer_algebra
-    from lightning_complexity.powerlaw import PowerLawFit, fit_power_law
+    from lightning_complexity.powerlaw import PowerLawFit, fit_power_law, fit_power_laws
 
 # The public names load on first use (PEP 562): the console's read path (``export``, ``report``,
 # ``compare``) imports ``lightning_complexity.history`` and would otherwise pay seconds for
@@ -28,6 +28,7 @@ _PUBLIC = {
     "MetricRow": "lightning_complexity.history",
     "PowerLawFit": "lightning_complexity.powerlaw",
     "fit_power_law": "lightning_complexity.powerlaw",
+    "fit_power_laws": "lightning_complexity.powerlaw",
     "layer_algebra": "lightning_complexity.layer_algebra",
 }
 

@@ -153,13 +153,14 @@ class MetricHistory:
             >>> record["metric"], record["site"], round(record["exponent"], 6), record["n_points"]
             ('affinity', 'relu', -0.5, 5)
         """
-        from lightning_complexity.powerlaw import fit_power_law
+        from lightning_complexity.powerlaw import fit_power_law, fit_power_laws
 
-        records = []
-        for (metric, site), (t, y) in self.curves(by).items():
-            if metric not in BOOKKEEPING_METRICS:
-                records.append({"metric": metric, "site": site, **fit_power_law(t, y, window=window, offset=offset).to_dict()})
-        return records
+        curves = {key: curve for key, curve in self.curves(by).items() if key[0] not in BOOKKEEPING_METRICS}
+        if offset:
+            fits = {key: fit_power_law(t, y, window=window, offset=True) for key, (t, y) in curves.items()}
+        else:
+            fits = fit_power_laws(curves, window=window)
+        return [{"metric": metric, "site": site, **fit.to_dict()} for (metric, site), fit in fits.items()]
 
     def power_law_fits(self, by: str = "epoch", window: tuple[float | None, float | None] | None = None, offset: bool = False) -> pd.DataFrame:
         """A power-law fit ``y ≈ a·t^b`` of every curve (SPEC §4), as a table.

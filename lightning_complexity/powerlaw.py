@@ -59,7 +59,7 @@ import dataclasses
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
 
@@ -69,7 +69,7 @@ from scipy.special import stdtr, stdtrit
 # torch and scipy.optimize are imported where used: the console reads runs and fits curves
 # without them (seconds of import a user would wait for on every ``export``).
 
-__all__ = ["PowerLawFit", "fit_power_law"]
+__all__ = ["PowerLawFit", "fit_power_law", "fit_power_laws"]
 
 _MIN_POINTS = 4
 _CONFIDENCE = 0.95
@@ -202,10 +202,7 @@ def fit_power_law(
     if isinstance(t_min, Real):
         low = max(low, float(t_min))
 
-    with np.errstate(invalid="ignore"):
-        usable = np.isfinite(times) & np.isfinite(values) & (times > 0) & (values > 0)
-        usable &= (times >= low) & (times <= high)
-    times, values = times[usable], values[usable]
+    times, values = _usable_points(times, values, low, high)
     model = "offset_power_law" if offset else "power_law"
     if t_min == "auto" and times.size >= _AUTO_MIN_POINTS:
         start = _auto_t_min(times, values)
@@ -215,6 +212,59 @@ def fit_power_law(
         return _failed(times.size, model, times)
     fit = _fit_offset(times, values) if offset else _fit_log_log(times, values, bootstrap, seed)
     return dataclasses.replace(fit, t_min=float(times.min()), conclusive=_is_conclusive(fit))
+
+
+def fit_power_laws(
+    curves: Mapping[Hashable, tuple[Any, Any]],
+    *,
+    window: tuple[float | None, float | None] | None = None,
+    bootstrap: int = _BOOTSTRAP_DEFAULT,
+    seed: int = 0,
+) -> dict[Hashable, PowerLawFit]:
+    """:func:`fit_power_law` (plain power law) of many curves at once: ``{key: (t, y)}`` → ``{key: fit}``.
+
+    Curves whose usable points fall at the same times (the usual case: every site of a monitor
+    is measured at the same epochs) share the log-log design and the bootstrap's resampling
+    indices, so their fits and bootstrap intervals are computed together, in a few array
+    operations for the whole group instead of dozens per curve. Each fit equals
+    ``fit_power_law(t, y, window=window, bootstrap=bootstrap, seed=seed)`` (to round-off).
+
+    Example:
+        >>> t = [1, 2, 4, 8, 16]
+        >>> fits = fit_power_laws({"a": (t, [3.0 * x**-0.5 for x in t]), "b": (t, [2.0 * x for x in t])})
+        >>> round(fits["a"].exponent, 6), round(fits["b"].exponent, 6)
+        (-0.5, 1.0)
+    """
+    low, high = _check_window(window)
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, Integral) or bootstrap < 0:
+        raise ValueError(f"`bootstrap` must be an integer >= 0 (number of resamples), got {bootstrap!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}")
+    fits: dict[Hashable, PowerLawFit] = {}
+    groups: dict[bytes, tuple[np.ndarray, list[Hashable], list[np.ndarray]]] = {}
+    for key, (t, y) in curves.items():
+        times, values = _as_float_array(t, "t"), _as_float_array(y, "y")
+        if times.shape != values.shape:
+            raise ValueError(f"`t` and `y` of curve {key!r} must have the same length, got {times.size} and {values.size}")
+        times, values = _usable_points(times, values, low, high)
+        if times.size < _MIN_POINTS:
+            fits[key] = _failed(times.size, "power_law", times)
+            continue
+        group = groups.setdefault(times.tobytes(), (times, [], []))
+        group[1].append(key)
+        group[2].append(values)
+    for times, keys, values in groups.values():
+        for key, fit in zip(keys, _fit_log_log_batch(times, np.stack(values), bootstrap, seed)):
+            fits[key] = dataclasses.replace(fit, t_min=float(times.min()), conclusive=_is_conclusive(fit))
+    return {key: fits[key] for key in curves}  # the callers' order
+
+
+def _usable_points(times: np.ndarray, values: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """The points with finite ``t > 0`` and ``y > 0`` inside ``[low, high]``."""
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(times) & np.isfinite(values) & (times > 0) & (values > 0)
+        usable &= (times >= low) & (times <= high)
+    return times[usable], values[usable]
 
 
 def _as_float_array(values: Any, name: str) -> np.ndarray:
@@ -274,39 +324,54 @@ def _is_conclusive(fit: PowerLawFit) -> bool:
     )
 
 
-def _bootstrap_interval(
-    log_t: np.ndarray, fitted: np.ndarray, residual: np.ndarray, exponent: float, stderr: float, resamples: int, seed: int
-) -> tuple[float, float]:
-    """Studentised residual bootstrap (bootstrap-t) 95% interval of the slope; fixed design."""
+def _bootstrap_intervals(
+    log_t: np.ndarray, residual: np.ndarray, exponent: np.ndarray, stderr: np.ndarray, resamples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Studentised residual bootstrap (bootstrap-t) 95% intervals of the slopes of curves that share
+    the times ``log_t`` (fixed design): ``residual`` is ``(curves, n)``; returns ``(low, high)``.
+
+    Every curve draws the same resampling indices (one seeded stream), so a curve's interval does
+    not depend on the others it is computed with.
+    """
+    count, n = residual.shape
+    low, high = np.full(count, math.nan), np.full(count, math.nan)
     if resamples == 0:
-        return math.nan, math.nan
-    if not stderr > 0:  # residuals all zero: every resample is the same line
-        return exponent, exponent
-    n = log_t.size
+        return low, high
+    flat_fit = ~(stderr > 0)  # residuals all zero: every resample is the same line
+    low[flat_fit], high[flat_fit] = exponent[flat_fit], exponent[flat_fit]
+    live = np.flatnonzero(~flat_fit)
+    if live.size == 0:
+        return low, high
     centred_t = log_t - log_t.mean()
-    leverage = 1.0 / n + centred_t**2 / float(centred_t @ centred_t)
+    sxx = float(centred_t @ centred_t)
+    leverage = 1.0 / n + centred_t**2 / sxx
     room = 1.0 - leverage
     # Leverage-corrected residuals have the error's variance; a point with h = 1 has residual 0.
-    modified = np.where(room > 1e-12, residual / np.sqrt(np.where(room > 1e-12, room, 1.0)), 0.0)
-    modified -= modified.mean()
+    modified = np.where(room > 1e-12, residual[live] / np.sqrt(np.where(room > 1e-12, room, 1.0)), 0.0)
+    modified -= modified.mean(axis=1, keepdims=True)
     rng = np.random.default_rng(seed)
-    t_stats = np.empty(resamples)
-    sxx = float(centred_t @ centred_t)
-    chunk = max(1, 2_000_000 // n)  # bound the (chunk, n) temporaries for long series
+    t_stats = np.empty((live.size, resamples))
+    chunk = max(1, 2_000_000 // n)  # bound the (chunk, n) index block for long series
     for start in range(0, resamples, chunk):
         stop = min(resamples, start + chunk)
-        draws = modified[rng.integers(0, n, size=(stop - start, n))]
-        # The resampled series is the fitted line plus the draws, so its slope minus b and its
-        # residuals are those of the draws alone: three sums per resample, no refit needed.
-        total, squares, cross = draws.sum(-1), np.einsum("bn,bn->b", draws, draws), draws @ centred_t
-        slope_shift = cross / sxx
-        residual_ss = np.maximum(squares - total * total / n - cross * slope_shift, 0.0)
-        stderrs = np.sqrt(residual_ss / (n - 2) / sxx)
-        # A resample of one repeated residual is an exact line: its t* is 0, not 0/0.
-        flat = stderrs <= 1e-12 * stderr
-        t_stats[start:stop] = np.where(flat, 0.0, slope_shift / np.where(flat, 1.0, stderrs))
-    upper, lower = np.quantile(t_stats, [0.5 + _CONFIDENCE / 2, 0.5 - _CONFIDENCE / 2])
-    return float(exponent - upper * stderr), float(exponent - lower * stderr)
+        indices = rng.integers(0, n, size=(stop - start, n))
+        per_batch = max(1, 2_000_000 // indices.size)  # and the (curves, chunk, n) draws
+        for first in range(0, live.size, per_batch):
+            rows = slice(first, first + per_batch)
+            draws = modified[rows][:, indices]
+            # The resampled series is the fitted line plus the draws, so its slope minus b and its
+            # residuals are those of the draws alone: three sums per resample, no refit needed.
+            total, squares, cross = draws.sum(-1), np.einsum("cbn,cbn->cb", draws, draws), draws @ centred_t
+            slope_shift = cross / sxx
+            residual_ss = np.maximum(squares - total * total / n - cross * slope_shift, 0.0)
+            stderrs = np.sqrt(residual_ss / (n - 2) / sxx)
+            # A resample of one repeated residual is an exact line: its t* is 0, not 0/0.
+            flat = stderrs <= 1e-12 * stderr[live][rows, None]
+            t_stats[rows, start:stop] = np.where(flat, 0.0, slope_shift / np.where(flat, 1.0, stderrs))
+    upper, lower = np.quantile(t_stats, [0.5 + _CONFIDENCE / 2, 0.5 - _CONFIDENCE / 2], axis=1)
+    low[live] = exponent[live] - upper * stderr[live]
+    high[live] = exponent[live] - lower * stderr[live]
+    return low, high
 
 
 def _curvature_p_value(log_t: np.ndarray, log_y: np.ndarray) -> float:
@@ -324,8 +389,12 @@ def _curvature_p_value(log_t: np.ndarray, log_y: np.ndarray) -> float:
     dof = log_t.size - 3
     variance = float(residual @ residual) / dof
     covariance = variance * np.linalg.inv(design.T @ design)
-    if not covariance[2, 2] > 0:
-        return 0.0 if abs(coefficients[2]) > 0 and variance == 0 else 1.0
+    spread = float(np.abs(log_y - log_y.mean()).max())
+    # Residuals at round-off level: the points lie on the quadratic, and the t-statistic would be
+    # round-off over round-off. An exact power law (a noise-free curve) is then straight, not
+    # "significantly curved" because its fitted c is 1e-16 instead of 0.
+    if not covariance[2, 2] > 0 or math.sqrt(variance) <= 1e-10 * spread:
+        return 0.0 if abs(coefficients[2]) > 1e-8 * spread else 1.0
     statistic = coefficients[2] / math.sqrt(covariance[2, 2])
     return float(2.0 * stdtr(dof, -abs(statistic)))
 
@@ -360,34 +429,45 @@ def _r2(residual_ss: float, total_ss: float) -> float:
 
 def _fit_log_log(times: np.ndarray, values: np.ndarray, bootstrap: int = 0, seed: int = 0) -> PowerLawFit:
     """Ordinary least squares of ``ln y`` on ``ln t`` with the slope's t-interval and bootstrap-t interval."""
+    return _fit_log_log_batch(times, values[None, :], bootstrap, seed)[0]
+
+
+def _fit_log_log_batch(times: np.ndarray, values: np.ndarray, bootstrap: int = 0, seed: int = 0) -> list[PowerLawFit]:
+    """:func:`_fit_log_log` of the rows of ``values`` ``(curves, n)``, all at ``times``."""
+    count = values.shape[0]
     log_t, log_y = np.log(times), np.log(values)
     # Centre relative to the first point: a constant series then centres to exact zeros. The plain
     # mean of n equal logs is off by an ulp, which gave all-equal times a (meaningless) slope with
     # a confidence interval instead of NaN, and a constant y an R² of 0 instead of NaN.
     centred_t = (log_t - log_t[0]) - (log_t - log_t[0]).mean()
-    centred_y = (log_y - log_y[0]) - (log_y - log_y[0]).mean()
+    shifted_y = log_y - log_y[:, :1]
+    centred_y = shifted_y - shifted_y.mean(axis=1, keepdims=True)
     sxx = float(centred_t @ centred_t)
     if not sxx > 0:  # all times equal: the slope is undefined
-        return _failed(times.size, "power_law")
-    exponent = float(centred_t @ centred_y) / sxx
-    intercept = float(log_y.mean() - exponent * log_t.mean())
-    residual = log_y - (intercept + exponent * log_t)
+        return [_failed(times.size, "power_law")] * count
+    exponent = centred_y @ centred_t / sxx
+    intercept = log_y.mean(axis=1) - exponent * log_t.mean()
+    residual = log_y - (intercept[:, None] + exponent[:, None] * log_t)
     dof = times.size - 2
-    residual_ss = float(residual @ residual)
-    stderr = math.sqrt(residual_ss / dof / sxx)
-    ci_low, ci_high = _interval(exponent, stderr, dof)
-    boot_low, boot_high = _bootstrap_interval(log_t, log_y - residual, residual, exponent, stderr, bootstrap, seed)
-    return PowerLawFit(
-        exponent=exponent,
-        prefactor=math.exp(intercept),
-        r2=_r2(residual_ss, float(centred_y @ centred_y)),
-        stderr=stderr,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        n_points=int(times.size),
-        boot_low=boot_low,
-        boot_high=boot_high,
-    )
+    residual_ss = np.einsum("cn,cn->c", residual, residual)
+    stderr = np.sqrt(residual_ss / dof / sxx)
+    half_width = float(stdtrit(dof, 0.5 + _CONFIDENCE / 2)) * stderr
+    total_ss = np.einsum("cn,cn->c", centred_y, centred_y)
+    boot_low, boot_high = _bootstrap_intervals(log_t, residual, exponent, stderr, bootstrap, seed)
+    return [
+        PowerLawFit(
+            exponent=float(exponent[i]),
+            prefactor=math.exp(float(intercept[i])),
+            r2=_r2(float(residual_ss[i]), float(total_ss[i])),
+            stderr=float(stderr[i]),
+            ci_low=float(exponent[i] - half_width[i]),
+            ci_high=float(exponent[i] + half_width[i]),
+            n_points=int(times.size),
+            boot_low=float(boot_low[i]),
+            boot_high=float(boot_high[i]),
+        )
+        for i in range(count)
+    ]
 
 
 def _fit_offset(times: np.ndarray, values: np.ndarray) -> PowerLawFit:

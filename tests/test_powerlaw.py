@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 import torch
 
-from lightning_complexity.powerlaw import PowerLawFit, fit_power_law
+from lightning_complexity.powerlaw import PowerLawFit, fit_power_law, fit_power_laws
 
 FIELDS = ("exponent", "prefactor", "r2", "stderr", "ci_low", "ci_high", "n_points")
 
@@ -330,3 +330,55 @@ def test_offset_model_conclusive_needs_six_points() -> None:
 def test_bad_bootstrap_and_t_min_arguments_raise(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         fit_power_law([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], **kwargs)
+
+
+def test_fit_power_laws_equals_one_fit_per_curve_across_groups_gaps_and_failures() -> None:
+    """The batched fits (the monitor's per-measurement path) against fit_power_law curve by curve:
+    curves on shared epochs, on other epochs, with gaps (NaN, y <= 0), too short, constant."""
+    rng = np.random.default_rng(7)
+    t = np.arange(0, 12, dtype=np.float64)
+    curves: dict = {}
+    for i in range(6):  # one group: the same 11 usable epochs
+        curves[("affinity", f"s{i}")] = (t, 3.0 * np.maximum(t, 1) ** rng.normal(0, 0.5) * np.exp(0.1 * rng.standard_normal(t.size)))
+    gappy = 2.0 * np.maximum(t, 1) ** -0.3 * np.exp(0.05 * rng.standard_normal(t.size))
+    gappy[[3, 7]] = [np.nan, -1.0]  # a group of its own (9 usable points)
+    curves[("dim", "gaps")] = (t, gappy)
+    curves[("dim", "long")] = (np.arange(1, 61.0), np.arange(1, 61.0) ** 0.8 * np.exp(0.02 * rng.standard_normal(60)))
+    curves[("dim", "short")] = (t[:4], np.ones(4))  # 3 usable points: a NaN fit
+    curves[("dim", "flat")] = (t, np.full(t.size, 2.0))  # R² undefined
+    for window in (None, (3.0, None)):
+        fits = fit_power_laws(curves, window=window)
+        assert list(fits) == list(curves)
+        for key, (times, values) in curves.items():
+            alone = fit_power_law(times, values, window=window)
+            together = fits[key]
+            assert together.n_points == alone.n_points and together.conclusive == alone.conclusive, key
+            for field in ("exponent", "prefactor", "r2", "stderr", "ci_low", "ci_high", "boot_low", "boot_high", "t_min"):
+                a, b = getattr(alone, field), getattr(together, field)
+                assert (np.isnan(a) and np.isnan(b)) or b == pytest.approx(a, rel=1e-12, abs=1e-15), (key, field, a, b)
+        short = fits[("dim", "short")]
+        assert np.isnan(short.exponent) and short.n_points == (3 if window is None else 1)
+    assert fits[("affinity", "s0")].boot_low < fits[("affinity", "s0")].exponent < fits[("affinity", "s0")].boot_high
+
+
+def test_fit_power_laws_rejects_bad_arguments_by_name() -> None:
+    with pytest.raises(ValueError, match="bootstrap"):
+        fit_power_laws({"a": ([1, 2, 3, 4], [1, 2, 3, 4])}, bootstrap=-1)
+    with pytest.raises(ValueError, match="window"):
+        fit_power_laws({"a": ([1, 2, 3, 4], [1, 2, 3, 4])}, window=(5, 1))
+    with pytest.raises(ValueError, match="same length"):
+        fit_power_laws({"a": ([1, 2, 3, 4], [1, 2, 3])})
+
+
+def test_auto_t_min_on_noise_free_curves_is_not_fooled_by_round_off() -> None:
+    """On an exact power law the quadratic term is round-off (1e-16), and so are the residuals:
+    their ratio used to read as 'significantly curved' and pushed the cutoff past the transient."""
+    t = np.arange(1, 51, dtype=float)
+    assert fit_power_law(t, 3.0 * t**-0.5, t_min="auto").t_min == 1.0
+    early = np.where(t < 5, 10.0, 1.0) * t**-0.5  # a transient in the first 4 epochs
+    assert fit_power_law(t, early, t_min="auto").t_min == 5.0
+    from lightning_complexity.powerlaw import _curvature_p_value
+
+    log_t = np.log(t)
+    assert _curvature_p_value(log_t, np.log(3.0) - 0.5 * log_t) == 1.0  # straight, to round-off
+    assert _curvature_p_value(log_t, 0.3 * log_t**2) == 0.0  # exactly curved: curved at any level
