@@ -79,7 +79,7 @@ class EndOfFitFigures:
                 try:
                     for pending in figures:
                         try:
-                            writer.add_figure(pending.tag, pending.figure, global_step=pending.step, close=False)
+                            writer.add_figure(pending.tag, pending.drawn(), global_step=pending.step, close=False)
                         except Exception as error:  # noqa: BLE001 - one bad figure must not cost the others
                             warn((pending.metric, "<figures>"), f"lightning_complexity: the figure {pending.tag} failed ({type(error).__name__}: {error}).")
                 finally:

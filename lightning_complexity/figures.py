@@ -114,15 +114,16 @@ def power_law_figure(history: MetricHistory, metric: str, by: str = "epoch", win
     The legend gives each site's exponent ``b`` with its ``R²``; sites without a fit (fewer than 4
     usable points) are drawn as points only.
     """
-    from lightning_complexity.powerlaw import fit_power_law
+    from lightning_complexity.powerlaw import fit_power_laws
 
     figure = _new_figure(7, 4.5)
     axes = figure.add_subplot()
     curves = {site: curve for (name, site), curve in history.curves(by).items() if name == metric}
+    fits = fit_power_laws(curves, window=window)
     colours = _colours(len(curves))
     for colour, (site, (t, y)) in zip(colours, curves.items()):
         keep = (t > 0) & (y > 0) & np.isfinite(y) & (y <= PLOT_LIMIT)
-        fit = fit_power_law(t, y, window=window)
+        fit = fits[site]
         label = legend_text(site) if not np.isfinite(fit.exponent) else f"{legend_text(site)}: b={fit.exponent:.3g}, R²={fit.r2:.2f}"
         axes.plot(t[keep], y[keep], "o", color=colour, markersize=3, label=label)
         if np.isfinite(fit.exponent) and keep.any():

@@ -109,6 +109,21 @@ class MetricHistory:
     def __repr__(self) -> str:
         return f"MetricHistory({len(self)} rows, metrics={self.metrics()})"
 
+    def snapshot(self) -> MetricHistory:
+        """A history of the rows so far that later appends leave unchanged (rows are immutable,
+        so they are shared, not copied: a list copy, microseconds).
+
+        Example:
+            >>> h = MetricHistory([(0, 0, "affinity", "relu", 0.6)])
+            >>> frozen = h.snapshot()
+            >>> h.append(1, 1, "affinity", "relu", 0.7)
+            >>> len(frozen), len(h)
+            (1, 2)
+        """
+        copy = MetricHistory()
+        copy._rows = list(self._rows)
+        return copy
+
     @property
     def rows(self) -> list[MetricRow]:
         """A copy of the rows."""

@@ -82,13 +82,21 @@ class Measurement:
 
 @dataclass
 class PendingFigure:
-    """A built figure not yet rendered: ``tag`` in TensorBoard, the measurement's ``step``, and the
-    ``metric`` that drew it (for warnings)."""
+    """A figure not yet rendered: ``tag`` in TensorBoard, the measurement's ``step``, and the
+    ``metric`` that drew it (for warnings). ``figure`` is a matplotlib figure or a callable that
+    builds it (see :meth:`SiteMetric.figures`): building a figure is pure-Python work that holds
+    the GIL, so a figure whose rendering is put off is built only when it is rendered."""
 
     tag: str
     figure: Any
     step: int
     metric: str
+
+    def drawn(self) -> Any:
+        """The matplotlib figure (built now if it was deferred)."""
+        if callable(self.figure):
+            self.figure = self.figure()
+        return self.figure
 
 
 @dataclass
@@ -250,7 +258,7 @@ class MeasurementPipeline:
             start = time.perf_counter()
             try:
                 for writer in writers:
-                    writer.add_figure(pending.tag, pending.figure, global_step=pending.step, close=False)
+                    writer.add_figure(pending.tag, pending.drawn(), global_step=pending.step, close=False)
             except Exception as error:  # noqa: BLE001 - a figure must never stop training
                 errors.append((pending.metric, f"{type(error).__name__}: {error}"))
             elapsed = time.perf_counter() - start

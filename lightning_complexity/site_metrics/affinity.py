@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any
 
 from torch import Tensor
@@ -99,7 +101,8 @@ class Affinity(SiteMetric):
             return {}
         from lightning_complexity.figures import signature_heatmap
 
-        return {"affinity_signature": signature_heatmap(history, "affinity")}
+        # Built when rendered (often after fit): from the rows measured so far, not the final ones.
+        return {"affinity_signature": functools.partial(signature_heatmap, history.snapshot(), "affinity")}
 
     def __repr__(self) -> str:
         return f"Affinity(layers={self.layers!r}, shrinkage={self.shrinkage!r}, ot={self.ot!r}, jitter={self.jitter!r})"

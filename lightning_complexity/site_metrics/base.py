@@ -109,7 +109,13 @@ class SiteMetric(ABC):
         return {}
 
     def figures(self, history: Any) -> dict[str, Any]:
-        """Matplotlib figures to log to TensorBoard after a measurement (name → figure); none by default."""
+        """Matplotlib figures to log to TensorBoard after a measurement (name → figure); none by default.
+
+        A value may instead be a callable without arguments that builds the figure: the monitor
+        then builds it only when it renders it (during training within a small time budget, the
+        rest after fit). It must not depend on state that later measurements change (pass it a
+        ``history.snapshot()``, not the live history).
+        """
         return {}
 
     def __repr__(self) -> str:
