@@ -57,7 +57,8 @@ BACKGROUND_TAG = "complexity_meta/background_seconds"
 # A figure is rendered during training only while rendering takes at most this share of the time
 # between two measurements (matplotlib needs ~0.3 s a figure on a 2-core CPU: every 5th heatmap of
 # the digits demo, 0.3 s epochs, would cost 20 % of its fit); otherwise it waits, already built,
-# and is rendered at its own step after fit returns. The estimate starts at 0.3 s; at most 50 wait.
+# and is rendered at its own step after fit returns (always while the loop waits for the job: at
+# fit end, a checkpoint). The estimate starts at 0.3 s; at most 50 wait.
 _LIVE_FIGURE_SHARE = 0.05
 _FIRST_RENDER_SECONDS = 0.3
 _MAX_PENDING_FIGURES = 50
@@ -253,6 +254,8 @@ class MeasurementPipeline:
             except Exception as error:  # noqa: BLE001 - a figure must never stop training
                 errors.append((metric.name, f"{type(error).__name__}: {error}"))
         budget = _LIVE_FIGURE_SHARE * interval if interval is not None else 0.0
+        if self.worker.loop_waits.is_set():  # the training loop waits for this job: render after fit
+            budget = -math.inf
         while self.pending_figures and (self._render_seconds <= budget or len(self.pending_figures) > _MAX_PENDING_FIGURES):
             pending = self.pending_figures.pop(0)
             start = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import logging
 import os
 import threading
@@ -171,3 +172,35 @@ def test_the_worker_computes_under_sched_idle_and_normally_while_the_loop_waits(
         pytest.skip("SCHED_IDLE not permitted here")
     assert future.result() == (os.SCHED_OTHER, True)
     assert not worker.loop_waits.is_set()  # cleared once the wait is over
+
+
+def test_a_job_the_loop_waits_for_renders_no_figure_and_builds_none(monkeypatch) -> None:
+    """At fit end (or a checkpoint) the training loop waits for the last job: its figures are put
+    off until after fit, unbuilt, whatever the live budget; otherwise the budget decides."""
+    import lightning_complexity.recording as recording
+    from lightning_complexity.history import MetricHistory
+
+    built, rendered = [], []
+
+    class OneFigure:
+        name = "one_figure"
+
+        def figures(self, history):
+            return {"f": lambda: built.append(len(history)) or object()}
+
+    class Writer:
+        def add_figure(self, tag, figure, global_step, close):
+            rendered.append((tag, global_step))
+
+    monkeypatch.setattr(recording, "_LIVE_FIGURE_SHARE", math.inf)  # any figure fits the budget
+    pipeline = recording.MeasurementPipeline(
+        [OneFigure()], MetricHistory(), background=False, log_figures=True, power_law=False,
+        power_law_axis=lambda: "epoch", power_law_window=None, warn=lambda key, message: None,
+    )
+    pipeline._figures([Writer()], step=3, interval=1.0)
+    assert rendered == [("complexity_figures/f", 3)] and built == [0] and pipeline.pending_figures == []
+    pipeline.worker.loop_waits.set()
+    pipeline._figures([Writer()], step=7, interval=1.0)
+    assert rendered == [("complexity_figures/f", 3)] and built == [0]  # nothing drawn, nothing built
+    (pending,) = pipeline.pending_figures
+    assert pending.step == 7 and callable(pending.figure)
