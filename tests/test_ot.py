@@ -302,3 +302,36 @@ def test_sinkhorn_is_scale_free() -> None:
     torch.testing.assert_close(scaled.cost, scale**2 * plain.cost, rtol=1e-9, atol=0)
     torch.testing.assert_close(scaled.iterations, plain.iterations)
     assert math.isfinite(sinkhorn_ot_cost(1e-150 * a, 1e-150 * b, max_iterations=20).item())
+
+
+def test_solver_threads_are_read_again_as_problems_finish(monkeypatch) -> None:
+    """A job that starts on one solver thread beside training takes every core once the loop waits
+    for it, within the same call; the permutations are those of a one-thread solve."""
+    import threading
+    import time
+
+    import lightning_complexity.functional.ot as ot
+
+    if ot._cores() < 2:
+        pytest.skip("needs two cores")
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(6, 40, 5, generator=g), torch.randn(6, 40, 5, generator=g)
+    expected = ot.exact_assignment(a, b, num_threads=1)
+    solve, lock, active, peaks, finished = ot._solve_assignment, threading.Lock(), [0], [], [0]
+
+    def slow_solve(cost):
+        with lock:
+            active[0] += 1
+            peaks.append(active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+            finished[0] += 1
+        return solve(cost)
+
+    monkeypatch.setattr(ot, "_solve_assignment", slow_solve)
+    monkeypatch.setattr(ot, "_screened_assignment", lambda a, b: (torch.zeros(a.shape[:2], dtype=torch.long), torch.zeros(a.shape[0], dtype=torch.bool), torch.zeros(a.shape[0], dtype=torch.bool)))
+    with ot.solver_threads(lambda: 1 if finished[0] < 2 else 2):  # "the loop starts waiting" after 2 problems
+        got = ot.exact_assignment(a, b)
+    assert torch.equal(got, expected)
+    assert peaks[:2] == [1, 1] and max(peaks) == 2

@@ -30,7 +30,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,8 +134,8 @@ _this_thread = threading.local()
 
 @contextlib.contextmanager
 def solver_threads(count: Callable[[], int]) -> Iterator[None]:
-    """In the block, this thread's assignment solves use ``count()`` solver threads, read anew at
-    every call (at most one per core and problem).
+    """In the block, this thread's assignment solves use ``count()`` solver threads, read anew
+    whenever a problem finishes (at most one per core and problem).
 
     The monitor's background jobs solve with one thread while training runs beside them and with
     every core once the training loop waits for them. The threads never change the result: each
@@ -154,13 +154,38 @@ def solver_threads(count: Callable[[], int]) -> Iterator[None]:
         _this_thread.count = previous
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _default_threads(num_problems: int) -> int:
     # scipy's solver releases the GIL, so threads solve independent problems in parallel: by default
     # as many as torch's intra-op threads of the calling thread.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     chosen = getattr(_this_thread, "count", None)
     wanted = chosen() if chosen is not None else torch.get_num_threads()
-    return max(1, min(num_problems, cores, wanted))
+    return max(1, min(num_problems, _cores(), wanted))
+
+
+def _solve_all(problems: list[np.ndarray], pool: ThreadPoolExecutor, threads: Callable[[], int]) -> list[np.ndarray]:
+    """Solve ``problems`` in the pool with at most ``threads()`` of them at once, re-read whenever one
+    finishes: a job that started beside training on one thread takes every core as soon as the
+    training loop starts waiting for it (fit end), instead of at its next call. Each problem is
+    solved on its own, so the answers do not depend on the threads."""
+    solved: list[np.ndarray | None] = [None] * len(problems)
+    running: dict[Future, int] = {}
+    upcoming = iter(range(len(problems)))
+    exhausted = False
+    while running or not exhausted:
+        while not exhausted and len(running) < max(1, threads()):
+            index = next(upcoming, None)
+            if index is None:
+                exhausted = True
+                break
+            running[pool.submit(_solve_assignment, problems[index])] = index
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            solved[running.pop(future)] = future.result()
+    return solved
 
 
 def _is_permutation(index: Tensor) -> Tensor:
@@ -231,11 +256,15 @@ def exact_assignment(
         return permutation
     if max_chunk_bytes is None:
         max_chunk_bytes = _DEFAULT_CHUNK_BYTES if a.device.type == "cpu" else _ACCELERATOR_CHUNK_BYTES
-    threads = num_threads if num_threads is not None else _default_threads(batch)
+    if num_threads is not None:
+        threads = lambda: num_threads  # noqa: E731
+    else:
+        threads = lambda: _default_threads(batch)  # noqa: E731 - read anew as problems finish
     per_chunk = max(1, int(max_chunk_bytes // (8 * n * n)))
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, batch))) as pool:
+    # The pool may grow to every core; how many problems run at once is threads() (_solve_all).
+    with ThreadPoolExecutor(max_workers=max(1, min(batch, max(_cores(), num_threads or 1)))) as pool:
         pieces = [
-            _assign_chunk(a[start : start + per_chunk], b[start : start + per_chunk], pool)
+            _assign_chunk(a[start : start + per_chunk], b[start : start + per_chunk], pool, threads)
             for start in range(0, batch, per_chunk)
         ]
     return torch.cat(pieces)
@@ -342,7 +371,7 @@ def _collides(index: Tensor, sure: Tensor, columns: int | None = None) -> Tensor
     return (counts > 1).any(dim=-1)
 
 
-def _assign_chunk(a: Tensor, b: Tensor, pool: ThreadPoolExecutor) -> Tensor:
+def _assign_chunk(a: Tensor, b: Tensor, pool: ThreadPoolExecutor, threads: Callable[[], int]) -> Tensor:
     """Optimal permutations for one chunk of problems (see :func:`exact_assignment`)."""
     permutation, certified, hopeless = _screened_assignment(a, b)
     pending = (~certified).nonzero().squeeze(-1)  # a sync (after the screen's own one)
@@ -357,7 +386,7 @@ def _assign_chunk(a: Tensor, b: Tensor, pool: ThreadPoolExecutor) -> Tensor:
     unsolved = (~certified).nonzero().squeeze(-1)
     if unsolved.numel():
         host = (cost if unsolved.numel() == pending.numel() else cost[unsolved]).cpu().numpy()  # one transfer per chunk
-        solved = np.stack(list(pool.map(_solve_assignment, list(host))))
+        solved = np.stack(_solve_all(list(host), pool, threads))
         permutation[pending[unsolved]] = torch.from_numpy(solved).to(permutation.device)
     return permutation
 
