@@ -103,7 +103,9 @@ def test_paired_is_a_lower_bound_far_below_exact_on_trained_conv_layers() -> Non
         warnings.simplefilter("ignore")
         for model, site, x, y, expected in SITES:
             paired = affinity_score(x, y, ot="paired").item()
-            assert paired <= expected + 1e-12, (model, site)  # the identity coupling costs ≥ W2²
+            # The identity coupling costs ≥ W2²; where it is optimal the two agree to round-off of
+            # the stored score (1e-9, as the exact check above; 1e-11 apart with numpy 2.4 / scipy 1.17).
+            assert paired <= expected + 1e-9, (model, site)
             gaps[(model, site)] = expected - paired
     # The documented figure is the largest measured gap (the trained CNN's last conv block).
     assert max(gaps.values()) == pytest.approx(PAIRED_MEASURED_ERROR, abs=5e-4)
