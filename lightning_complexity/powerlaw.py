@@ -195,10 +195,7 @@ def fit_power_law(
     low, high = _check_window(window)
     if not (t_min is None or t_min == "auto" or (isinstance(t_min, Real) and not isinstance(t_min, bool) and not math.isnan(t_min))):
         raise ValueError(f'`t_min` must be None, a number or "auto", got {t_min!r}')
-    if isinstance(bootstrap, bool) or not isinstance(bootstrap, Integral) or bootstrap < 0:
-        raise ValueError(f"`bootstrap` must be an integer >= 0 (number of resamples), got {bootstrap!r}")
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}")
+    _check_bootstrap(bootstrap, seed)
     if isinstance(t_min, Real):
         low = max(low, float(t_min))
 
@@ -236,10 +233,7 @@ def fit_power_laws(
         (-0.5, 1.0)
     """
     low, high = _check_window(window)
-    if isinstance(bootstrap, bool) or not isinstance(bootstrap, Integral) or bootstrap < 0:
-        raise ValueError(f"`bootstrap` must be an integer >= 0 (number of resamples), got {bootstrap!r}")
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}")
+    _check_bootstrap(bootstrap, seed)
     fits: dict[Hashable, PowerLawFit] = {}
     groups: dict[bytes, tuple[np.ndarray, list[Hashable], list[np.ndarray]]] = {}
     for key, (t, y) in curves.items():
@@ -257,6 +251,13 @@ def fit_power_laws(
         for key, fit in zip(keys, _fit_log_log_batch(times, np.stack(values), bootstrap, seed)):
             fits[key] = dataclasses.replace(fit, t_min=float(times.min()), conclusive=_is_conclusive(fit))
     return {key: fits[key] for key in curves}  # the callers' order
+
+
+def _check_bootstrap(bootstrap: Any, seed: Any) -> None:
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, Integral) or bootstrap < 0:
+        raise ValueError(f"`bootstrap` must be an integer >= 0 (number of resamples), got {bootstrap!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}")
 
 
 def _usable_points(times: np.ndarray, values: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
@@ -418,7 +419,8 @@ def _auto_t_min(times: np.ndarray, values: np.ndarray) -> float:
     return best
 
 
-def _interval(exponent: float, stderr: float, dof: int) -> tuple[float, float]:
+def _interval(exponent: Any, stderr: Any, dof: int) -> tuple[Any, Any]:
+    """The t-interval ``b ± t_{0.975, dof}·se`` (numbers or arrays of them)."""
     half_width = float(stdtrit(dof, 0.5 + _CONFIDENCE / 2)) * stderr
     return exponent - half_width, exponent + half_width
 
@@ -451,7 +453,7 @@ def _fit_log_log_batch(times: np.ndarray, values: np.ndarray, bootstrap: int = 0
     dof = times.size - 2
     residual_ss = np.einsum("cn,cn->c", residual, residual)
     stderr = np.sqrt(residual_ss / dof / sxx)
-    half_width = float(stdtrit(dof, 0.5 + _CONFIDENCE / 2)) * stderr
+    ci_low, ci_high = _interval(exponent, stderr, dof)  # element-wise
     total_ss = np.einsum("cn,cn->c", centred_y, centred_y)
     boot_low, boot_high = _bootstrap_intervals(log_t, residual, exponent, stderr, bootstrap, seed)
     return [
@@ -460,8 +462,8 @@ def _fit_log_log_batch(times: np.ndarray, values: np.ndarray, bootstrap: int = 0
             prefactor=math.exp(float(intercept[i])),
             r2=_r2(float(residual_ss[i]), float(total_ss[i])),
             stderr=float(stderr[i]),
-            ci_low=float(exponent[i] - half_width[i]),
-            ci_high=float(exponent[i] + half_width[i]),
+            ci_low=float(ci_low[i]),
+            ci_high=float(ci_high[i]),
             n_points=int(times.size),
             boot_low=float(boot_low[i]),
             boot_high=float(boot_high[i]),
