@@ -10,7 +10,7 @@ Two cases:
 
 Both fits of a pair are identical except for the callback: same seed, same data, a
 ``TensorBoardLogger`` in a fresh temporary folder (so the monitor's figures and custom-scalars layout
-are really written, as in normal use), no checkpointing, no progress bar. The monitor runs at its
+are really written, as in normal use), no checkpointing (`--checkpointing`: Lightning's default ModelCheckpoint), no progress bar. The monitor runs at its
 defaults: metrics ``affinity``, ``effective_dimension``, ``activation_pattern_entropy``, every
 activation module, 1024 probe samples from the validation set, a measurement at the start of fit and
 after every epoch, figures, power-law fits and the layer-algebra table. Runs alternate within pairs
@@ -359,7 +359,7 @@ def parse_monitor_args(text: str | None) -> dict[str, Any]:
     return kwargs
 
 
-def run_fit(case: Case, monitored: bool, epochs: int, seed: int = 0, profiler: cProfile.Profile | None = None, monitor_kwargs: dict[str, Any] | None = None) -> RunResult:
+def run_fit(case: Case, monitored: bool, epochs: int, seed: int = 0, profiler: cProfile.Profile | None = None, monitor_kwargs: dict[str, Any] | None = None, checkpointing: bool = False) -> RunResult:
     pl.seed_everything(seed, verbose=False)
     model = case.make_model()
     data = case.make_data()
@@ -377,7 +377,8 @@ def run_fit(case: Case, monitored: bool, epochs: int, seed: int = 0, profiler: c
             devices=1,
             logger=TensorBoardLogger(folder, name="bench"),
             callbacks=callbacks,
-            enable_checkpointing=False,
+            enable_checkpointing=checkpointing,  # Lightning's default ModelCheckpoint, into the temporary folder
+            default_root_dir=folder,
             enable_progress_bar=False,
             enable_model_summary=False,
             log_every_n_steps=10,
@@ -545,6 +546,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also profile one monitored fit per case with cProfile")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default, one per core)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the discarded warm-up pair")
+    parser.add_argument("--checkpointing", action="store_true", help="Lightning's default ModelCheckpoint (a checkpoint every epoch, which waits for the monitor's pending measurement)")
     args = parser.parse_args()
     pairs = args.pairs if args.pairs is not None else (1 if args.quick else 5)
 
@@ -567,14 +569,14 @@ def main() -> None:
         print(f"\n## {case.name}: {case.description}; {case.epochs} epochs", flush=True)
         if not args.no_warmup and pairs:
             for monitored in (False, True):
-                run = run_fit(case, monitored, epochs=1, monitor_kwargs=monitor_kwargs)
+                run = run_fit(case, monitored, epochs=1, monitor_kwargs=monitor_kwargs, checkpointing=args.checkpointing)
                 print(f"  warm-up {'on ' if monitored else 'off'}: {run.wall:.2f}s", flush=True)
         ratios, on_runs, off_runs = [], [], []
         for pair in range(pairs):
             order = (False, True) if pair % 2 == 0 else (True, False)
             results = {}
             for monitored in order:
-                results[monitored] = run_fit(case, monitored, case.epochs, monitor_kwargs=monitor_kwargs)
+                results[monitored] = run_fit(case, monitored, case.epochs, monitor_kwargs=monitor_kwargs, checkpointing=args.checkpointing)
             off, on = results[False], results[True]
             off_runs.append(off)
             on_runs.append(on)
@@ -617,7 +619,7 @@ def main() -> None:
                           f"{on0.measurements} measurements each)\n\n" + format_table(["part", "s per fit", "s per measurement"], rows))
         if args.profile:
             profiler = cProfile.Profile()
-            run = run_fit(case, True, case.epochs, profiler=profiler, monitor_kwargs=monitor_kwargs)
+            run = run_fit(case, True, case.epochs, profiler=profiler, monitor_kwargs=monitor_kwargs, checkpointing=args.checkpointing)
             table, top = profile_table(profiler, run.measurements)
             detail.append(f"### {case.name}: cProfile of one monitored fit ({run.measurements} measurements, "
                           f"fit {run.wall:.2f}s under the profiler)\n\n{table}\n\n```\n{top.strip()}\n```")
