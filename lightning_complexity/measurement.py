@@ -19,7 +19,9 @@ Example:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,16 +50,26 @@ class MeasurementResult:
 
 
 def _stack(data: list[SiteData], attribute: str, wanted: bool) -> Tensor | None:
-    # Only what the metric needs: other metrics' captures may be missing at some of these sites.
     return torch.stack([getattr(d, attribute) for d in data]) if wanted else None
+
+
+def run_in_order(tasks: list[Callable[[], Any]]) -> list[Any]:
+    """The default way :func:`compute_metrics` runs its groups: one after the other, here."""
+    return [task() for task in tasks]
 
 
 def compute_metrics(
     sites: dict[str, SiteData],
     metrics: list[SiteMetric],
     sites_of: dict[str, list[str]],
+    run: Callable[[list[Callable[[], Any]]], list[Any]] = run_in_order,
 ) -> MeasurementResult:
-    """Compute every metric on its sites. ``sites_of[metric.name]`` lists its sites in forward order."""
+    """Compute every metric on its sites. ``sites_of[metric.name]`` lists its sites in forward order.
+
+    ``run`` executes the groups' computations (a list of callables, results in the same order):
+    they are independent, so a caller may run them on several threads; the values do not depend
+    on how (each group is computed the same way wherever it runs).
+    """
     keys: list[tuple[str, str]] = []
     pending: list[Tensor] = []
     finite_keys: list[tuple[str, str]] = []
@@ -65,11 +77,12 @@ def compute_metrics(
     problems: list[SiteProblem] = []
     nan = torch.tensor(float("nan"), dtype=torch.float64)
 
+    # Every metric's groups first, so that all of them can be computed at once.
+    plans: list[tuple[SiteMetric, list[str], list[list[str]]]] = []
     for metric in metrics:
         if metric.network_level:
             continue
         names = [s for s in sites_of.get(metric.name, []) if s in sites and metric.applies_to(sites[s])]
-        per_site: dict[str, dict[str, Tensor]] = defaultdict(dict)
         groups: dict[tuple, list[str]] = defaultdict(list)
         for name in names:
             key = metric.group_key(sites[name])
@@ -79,24 +92,16 @@ def compute_metrics(
                 problems.append(SiteProblem(metric.name, name, f"fewer than {metric.min_samples} samples"))
             else:
                 groups[key].append(name)
-        for members in groups.values():
-            data = [sites[m] for m in members]
-            needs = metric.needs
-            group = SiteGroup(
-                members,
-                _stack(data, "output", needs.output),
-                _stack(data, "input", needs.input),
-                _stack(data, "maps", needs.maps),
-                _stack(data, "gate_counts", needs.gates),
-                torch.tensor([d.gate_samples for d in data], dtype=torch.float64, device=data[0].gate_counts.device) if needs.gates else None,
-                torch.stack([d.gate_nonfinite for d in data]) if needs.gates else None,
-            )
-            try:
-                computed = metric.compute(group)
-            except Exception as error:  # noqa: BLE001 - a failing metric must not stop training
-                problems.extend(SiteProblem(metric.name, m, f"{type(error).__name__}: {error}") for m in members)
+        plans.append((metric, names, list(groups.values())))
+    outcomes = iter(run([_group_task(metric, members, sites) for metric, _, planned in plans for members in planned]))
+
+    for metric, names, planned in plans:
+        per_site: dict[str, dict[str, Tensor]] = defaultdict(dict)
+        for members in planned:
+            computed, finite = next(outcomes)
+            if isinstance(computed, Exception):  # a failing metric must not stop training
+                problems.extend(SiteProblem(metric.name, m, f"{type(computed).__name__}: {computed}") for m in members)
                 continue
-            finite = _finite_per_site(group)
             for produced, value in computed.items():
                 # Non-finite activations make every value of the site undefined, whatever the
                 # functional returned from them (gate counts, for one, would count NaN as off).
@@ -136,6 +141,36 @@ def compute_metrics(
             problems.append(SiteProblem(owner.name, site, "the metric is undefined for these activations (e.g. constant output)"))
             reported.add((owner.name, site))
     return MeasurementResult(values, problems)
+
+
+def _site_group(metric: SiteMetric, members: list[str], sites: dict[str, SiteData]) -> SiteGroup:
+    """The stacked tensors ``metric`` needs from ``members`` (only those: other metrics' captures
+    may be missing at some of these sites)."""
+    data = [sites[m] for m in members]
+    needs = metric.needs
+    return SiteGroup(
+        members,
+        _stack(data, "output", needs.output),
+        _stack(data, "input", needs.input),
+        _stack(data, "maps", needs.maps),
+        _stack(data, "gate_counts", needs.gates),
+        torch.tensor([d.gate_samples for d in data], dtype=torch.float64, device=data[0].gate_counts.device) if needs.gates else None,
+        torch.stack([d.gate_nonfinite for d in data]) if needs.gates else None,
+    )
+
+
+def _group_task(metric: SiteMetric, members: list[str], sites: dict[str, SiteData]) -> Callable[[], tuple[Any, Tensor | None]]:
+    """A task computing ``metric`` on one group: ``(values or the exception raised, finite flags)``.
+    The stacked tensors live only while the task runs."""
+
+    def task() -> tuple[Any, Tensor | None]:
+        group = _site_group(metric, members, sites)
+        try:
+            return metric.compute(group), _finite_per_site(group)
+        except Exception as error:  # noqa: BLE001 - reported per site by the caller
+            return error, None
+
+    return task
 
 
 def _finite_per_site(group: SiteGroup) -> Tensor:

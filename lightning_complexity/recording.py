@@ -41,10 +41,11 @@ from lightning_complexity.capture import SiteData
 from lightning_complexity.context import CONTEXT_SITE
 from lightning_complexity.functional.ot import solver_threads
 from lightning_complexity.history import MetricHistory
-from lightning_complexity.measurement import SiteProblem, compute_metrics
+from lightning_complexity.helper_thread import run_groups
+from lightning_complexity.measurement import SiteProblem, compute_metrics, run_in_order
 from lightning_complexity.site_metrics import SiteMetric
 from lightning_complexity.tensorboard import EPOCH_TAG, FIGURE_PREFIX, custom_scalars_layout, powerlaw_tag, scalar_tag, tensorboard_writers
-from lightning_complexity.worker import MeasurementWorker
+from lightning_complexity.worker import MeasurementWorker, normal_priority
 
 __all__ = ["LOOP_TAG", "BACKGROUND_TAG", "SAMPLES_METRIC", "Measurement", "MeasurementPipeline", "PendingFigure"]
 
@@ -212,7 +213,7 @@ class MeasurementPipeline:
         with _one_thread(), solver_threads(cores), torch.no_grad(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
             if stream is not None:
                 stream.wait_event(ready)
-            values, problems = self._values(measurement)
+            values, problems = self._values(measurement, on_device=stream is not None, cores=cores)
             rows = [(measurement.step, measurement.epoch, metric, site, value) for (metric, site), value in values.items()]
             rows += [(measurement.step, measurement.epoch, key, CONTEXT_SITE, value) for key, value in measurement.context.items()]
             self.history.extend(rows)
@@ -220,10 +221,23 @@ class MeasurementPipeline:
             figure_errors = self._figures(writers, measurement.step, interval) if writers else []
         return _Outcome(measurement.step, measurement.epoch, values, problems, fit_scalars, measurement.loop_seconds, time.perf_counter() - start, figure_errors)
 
-    def _values(self, measurement: Measurement) -> tuple[dict[tuple[str, str], float], list[SiteProblem]]:
+    def _values(self, measurement: Measurement, on_device: bool = False, cores: Callable[[], int] = lambda: 1) -> tuple[dict[tuple[str, str], float], list[SiteProblem]]:
         if measurement.failed_keys is not None:
             return dict.fromkeys(measurement.failed_keys, math.nan), []
-        result = compute_metrics(measurement.captured, self.metrics, measurement.sites_of)
+        run = run_in_order
+        if self.worker.background and not on_device and (os.cpu_count() or 1) > 1:
+            # While the loop waits for this job, a second thread computes groups too (CPU only:
+            # on a GPU the job's kernels are on its own stream, and the device is the limit).
+            def helper_settings() -> contextlib.AbstractContextManager:
+                stack = contextlib.ExitStack()
+                for manager in (_one_thread(), solver_threads(cores), torch.no_grad()):
+                    stack.enter_context(manager)
+                return stack
+
+            def run(tasks: list[Callable[[], Any]]) -> list[Any]:
+                return run_groups(tasks, self.worker.loop_waits, helper_settings, on_start=normal_priority)
+
+        result = compute_metrics(measurement.captured, self.metrics, measurement.sites_of, run=run)
         values = dict(result.values)
         values.update(measurement.extra_values)
         watched = dict.fromkeys(s for sites in measurement.sites_of.values() for s in sites)

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MeasurementWorker"]
+__all__ = ["MeasurementWorker", "normal_priority"]
 
 _NICE = 10
 
@@ -66,6 +66,13 @@ def _set_idle(native_id: int, idle: bool) -> bool:
         return True
     except (AttributeError, OSError):  # not Linux, or not permitted
         return False
+
+
+def normal_priority() -> None:
+    """This thread under the normal scheduling policy (a helper the worker started inherits
+    ``SCHED_IDLE``; it runs only while the loop waits, when the worker itself is raised too)."""
+    if hasattr(threading, "get_native_id"):
+        _set_idle(threading.get_native_id(), False)
 
 
 def _lower_priority() -> None:

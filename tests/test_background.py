@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import math
+import contextlib
 import logging
+import math
 import os
 import threading
 
@@ -204,3 +205,62 @@ def test_a_job_the_loop_waits_for_renders_no_figure_and_builds_none(monkeypatch)
     assert rendered == [("complexity_figures/f", 3)] and built == [0]  # nothing drawn, nothing built
     (pending,) = pipeline.pending_figures
     assert pending.step == 7 and callable(pending.figure)
+
+
+def test_run_groups_takes_from_the_back_on_a_helper_only_while_the_loop_waits() -> None:
+    import time
+
+    from lightning_complexity.helper_thread import run_groups
+
+    loop_waits = threading.Event()
+    ran_on: dict[int, str] = {}
+
+    def task(i):
+        def run():
+            ran_on[i] = threading.current_thread().name
+            time.sleep(0.02)
+            return i * i
+        return run
+
+    assert run_groups([task(i) for i in range(6)], loop_waits, lambda: contextlib.nullcontext()) == [i * i for i in range(6)]
+    assert set(ran_on.values()) == {threading.current_thread().name}  # nobody waits: one thread
+    ran_on.clear()
+    loop_waits.set()
+    assert run_groups([task(i) for i in range(6)], loop_waits, lambda: contextlib.nullcontext()) == [i * i for i in range(6)]
+    helper = sorted(i for i, name in ran_on.items() if name == "lightning_complexity-helper")
+    assert helper and helper == list(range(6 - len(helper), 6))  # the helper's share is the tail
+
+    def failing():
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):  # a task's error comes out as it would inline
+        run_groups([task(0), task(1), failing], loop_waits, lambda: contextlib.nullcontext())
+
+
+def test_a_job_split_over_two_threads_gives_the_values_of_one_thread_bit_for_bit(tmp_path, monkeypatch) -> None:
+    """Every job as if the loop always waited (the helper takes groups from the back) against
+    inline jobs: the same history, bit for bit."""
+    import lightning_complexity.recording as recording
+
+    threads_used: set[str] = set()
+    original = recording.run_groups
+
+    def spying(tasks, *args, **kwargs):
+        def wrap(task):
+            def run():
+                threads_used.add(threading.current_thread().name)
+                return task()
+            return run
+        return original([wrap(t) for t in tasks], *args, **kwargs)
+
+    monkeypatch.setattr(recording, "run_groups", spying)
+    histories = {}
+    for background in (False, True):
+        monitor = ComplexityMonitor(background=background, log_figures=False)
+        if background:
+            monitor._pipeline.worker.loop_waits.set()
+            monitor._pipeline.worker.loop_waits.clear = lambda: None  # "the loop always waits"
+        _fit(tmp_path / str(background), monitor)
+        histories[background] = monitor.history
+    assert "lightning_complexity-helper" in threads_used
+    assert len(histories[True]) > 0 and histories[True] == histories[False]
