@@ -253,10 +253,10 @@ class Instrument:
         self.last_measurement: Any = None
         values = pipeline._values
 
-        def keep_last(measurement: Any) -> Any:
+        def keep_last(measurement: Any, *args: Any, **kwargs: Any) -> Any:
             if measurement.failed_keys is None:
                 self.last_measurement = measurement
-            return values(measurement)
+            return values(measurement, *args, **kwargs)
 
         pipeline._values = keep_last
         for metric in monitor.metrics:
