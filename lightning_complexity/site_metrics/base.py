@@ -102,7 +102,11 @@ class SiteMetric(ABC):
 
     @abstractmethod
     def compute(self, group: SiteGroup) -> dict[str, Tensor]:
-        """Values for every site of ``group``: each produced name → a ``(b,)`` tensor."""
+        """Values for every site of ``group``: each produced name → a ``(b,)`` tensor.
+
+        While the training loop waits for a measurement, two groups (of this or another metric)
+        may be computed at once on two threads: keep per-call state local, or key it by site.
+        """
 
     def summarize(self, sites: list[str], values: dict[str, Tensor]) -> dict[tuple[str, str], Tensor]:
         """Network-level rows from the per-site values (sites in forward order); none by default."""
