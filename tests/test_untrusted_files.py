@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import csv
 import errno
-import io
-import json
 import math
 import os
 import pathlib
-import re
 from pathlib import Path
 
 import numpy as np
