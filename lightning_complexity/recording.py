@@ -224,25 +224,27 @@ class MeasurementPipeline:
     def _values(self, measurement: Measurement, on_device: bool = False, cores: Callable[[], int] = lambda: 1) -> tuple[dict[tuple[str, str], float], list[SiteProblem]]:
         if measurement.failed_keys is not None:
             return dict.fromkeys(measurement.failed_keys, math.nan), []
-        run = run_in_order
-        if self.worker.background and not on_device and (os.cpu_count() or 1) > 1:
-            # While the loop waits for this job, a second thread computes groups too (CPU only:
-            # on a GPU the job's kernels are on its own stream, and the device is the limit).
-            def helper_settings() -> contextlib.AbstractContextManager:
-                stack = contextlib.ExitStack()
-                for manager in (_one_thread(), solver_threads(cores), torch.no_grad()):
-                    stack.enter_context(manager)
-                return stack
-
-            def run(tasks: list[Callable[[], Any]]) -> list[Any]:
-                return run_groups(tasks, self.worker.loop_waits, helper_settings, on_start=normal_priority)
-
-        result = compute_metrics(measurement.captured, self.metrics, measurement.sites_of, run=run)
+        result = compute_metrics(measurement.captured, self.metrics, measurement.sites_of, run=self._group_runner(on_device, cores))
         values = dict(result.values)
         values.update(measurement.extra_values)
         watched = dict.fromkeys(s for sites in measurement.sites_of.values() for s in sites)
         values.update({(SAMPLES_METRIC, site): float(measurement.captured[site].samples) for site in watched})
         return values, result.problems + measurement.extra_problems
+
+    def _group_runner(self, on_device: bool, cores: Callable[[], int]) -> Callable[[list[Callable[[], Any]]], list[Any]]:
+        """How this job runs its groups: in order, and on a CPU with a background worker, with a
+        helper thread while the loop waits (on a GPU the job's kernels are on its own stream, and
+        the device is the limit)."""
+        if not self.worker.background or on_device or (os.cpu_count() or 1) < 2:
+            return run_in_order
+
+        def helper_settings() -> contextlib.AbstractContextManager:
+            stack = contextlib.ExitStack()
+            for manager in (_one_thread(), solver_threads(cores), torch.no_grad()):
+                stack.enter_context(manager)
+            return stack
+
+        return lambda tasks: run_groups(tasks, self.worker.loop_waits, helper_settings, on_start=normal_priority)
 
     def _fits(self) -> dict[str, float]:
         from lightning_complexity.powerlaw import fit_power_laws
