@@ -208,12 +208,10 @@ class MeasurementPipeline:
     def _job(self, measurement: Measurement, writers: list[Any], ready: Any, interval: float | None) -> _Outcome:
         start = time.perf_counter()
         stream = torch.cuda.Stream() if ready is not None else None
-        # One solver thread beside the training, all cores while the loop waits for this job.
-        cores = lambda: (os.cpu_count() or 1) if self.worker.loop_waits.is_set() else 1  # noqa: E731
-        with _one_thread(), solver_threads(cores), torch.no_grad(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
+        with self._job_settings(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
             if stream is not None:
                 stream.wait_event(ready)
-            values, problems = self._values(measurement, on_device=stream is not None, cores=cores)
+            values, problems = self._values(measurement, on_device=stream is not None)
             rows = [(measurement.step, measurement.epoch, metric, site, value) for (metric, site), value in values.items()]
             rows += [(measurement.step, measurement.epoch, key, CONTEXT_SITE, value) for key, value in measurement.context.items()]
             self.history.extend(rows)
@@ -221,30 +219,31 @@ class MeasurementPipeline:
             figure_errors = self._figures(writers, measurement.step, interval) if writers else []
         return _Outcome(measurement.step, measurement.epoch, values, problems, fit_scalars, measurement.loop_seconds, time.perf_counter() - start, figure_errors)
 
-    def _values(self, measurement: Measurement, on_device: bool = False, cores: Callable[[], int] = lambda: 1) -> tuple[dict[tuple[str, str], float], list[SiteProblem]]:
+    @contextlib.contextmanager
+    def _job_settings(self) -> Iterator[None]:
+        """How a job's thread computes (the worker's, and a helper's): one torch thread, one solver
+        thread beside the training and every core while the loop waits for the job, no autograd."""
+        cores = lambda: (os.cpu_count() or 1) if self.worker.loop_waits.is_set() else 1  # noqa: E731
+        with _one_thread(), solver_threads(cores), torch.no_grad():
+            yield
+
+    def _values(self, measurement: Measurement, on_device: bool = False) -> tuple[dict[tuple[str, str], float], list[SiteProblem]]:
         if measurement.failed_keys is not None:
             return dict.fromkeys(measurement.failed_keys, math.nan), []
-        result = compute_metrics(measurement.captured, self.metrics, measurement.sites_of, run=self._group_runner(on_device, cores))
+        result = compute_metrics(measurement.captured, self.metrics, measurement.sites_of, run=self._group_runner(on_device))
         values = dict(result.values)
         values.update(measurement.extra_values)
         watched = dict.fromkeys(s for sites in measurement.sites_of.values() for s in sites)
         values.update({(SAMPLES_METRIC, site): float(measurement.captured[site].samples) for site in watched})
         return values, result.problems + measurement.extra_problems
 
-    def _group_runner(self, on_device: bool, cores: Callable[[], int]) -> Callable[[list[Callable[[], Any]]], list[Any]]:
+    def _group_runner(self, on_device: bool) -> Callable[[list[Callable[[], Any]]], list[Any]]:
         """How this job runs its groups: in order, and on a CPU with a background worker, with a
         helper thread while the loop waits (on a GPU the job's kernels are on its own stream, and
         the device is the limit)."""
         if not self.worker.background or on_device or (os.cpu_count() or 1) < 2:
             return run_in_order
-
-        def helper_settings() -> contextlib.AbstractContextManager:
-            stack = contextlib.ExitStack()
-            for manager in (_one_thread(), solver_threads(cores), torch.no_grad()):
-                stack.enter_context(manager)
-            return stack
-
-        return lambda tasks: run_groups(tasks, self.worker.loop_waits, helper_settings, on_start=normal_priority)
+        return lambda tasks: run_groups(tasks, self.worker.loop_waits, self._job_settings, on_start=normal_priority)
 
     def _fits(self) -> dict[str, float]:
         from lightning_complexity.powerlaw import fit_power_laws
