@@ -173,15 +173,11 @@ def _solve_all(problems: list[np.ndarray], pool: ThreadPoolExecutor, threads: Ca
     solved on its own, so the answers do not depend on the threads."""
     solved: list[np.ndarray | None] = [None] * len(problems)
     running: dict[Future, int] = {}
-    upcoming = iter(range(len(problems)))
-    exhausted = False
-    while running or not exhausted:
-        while not exhausted and len(running) < max(1, threads()):
-            index = next(upcoming, None)
-            if index is None:
-                exhausted = True
-                break
-            running[pool.submit(_solve_assignment, problems[index])] = index
+    upcoming = 0
+    while running or upcoming < len(problems):
+        while upcoming < len(problems) and len(running) < max(1, threads()):
+            running[pool.submit(_solve_assignment, problems[upcoming])] = upcoming
+            upcoming += 1
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in finished:
             solved[running.pop(future)] = future.result()
